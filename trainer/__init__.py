@@ -1,0 +1,1 @@
+"""Everything an instructor touches: job config, datasets, the training worker, the job store, publishing."""
