@@ -30,7 +30,7 @@ class JobConfig:
     base_model: str = "embedded:smollm2-135m-instruct"
     dataset: str = "builtin:basic-math"
     dataset_split: str = "train"
-    max_samples: int = 240
+    max_samples: int = 96
     system_prompt: str = TUTOR_PROMPT
     quantization: str = field(default="4bit", metadata={"choices": QUANTIZATIONS})
     lora_r: int = 16
@@ -51,7 +51,7 @@ class JobConfig:
     gradient_checkpointing: bool = False
     eval_fraction: float = 0.05
     seed: int = 42
-    save_steps: int = 10
+    save_steps: int = 4
     bf16: bool = False
     double_quant: bool = True
 

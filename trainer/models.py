@@ -91,3 +91,28 @@ def check_hub_model(repo_id: str) -> None:
         ) from None
     if info.gated and not token:
         raise ModelError(f"{repo_id} is gated: accept its licence on huggingface.co and set HF_TOKEN.")
+
+
+def check_model_fit(config, model_path: str) -> None:
+    """Refuse a job the model cannot take: quantizing an already quantized model, or unknown target modules.
+
+    Builds the model on the meta device (no weights loaded), so it is cheap enough to run before launching.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    model_config = AutoConfig.from_pretrained(model_path)
+    existing = getattr(model_config, "quantization_config", None)
+    if existing and config.quantization != "none":
+        method = existing.get("quant_method", "?") if isinstance(existing, dict) else type(existing).__name__
+        raise ModelError(
+            f"quantization = {config.quantization!r} is not possible: {config.base_model} is already quantized "
+            f"({method}) and bitsandbytes cannot quantize it again; use quantization: none or an unquantized base."
+        )
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(model_config)
+    linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                     if isinstance(module, torch.nn.Linear) and "lm_head" not in name})
+    unknown = [m for m in config.target_modules if m not in linear and m != "all-linear"]
+    if unknown:
+        raise ModelError(f"target_modules {unknown} are not in {config.base_model}; its linear layers are {linear}.")

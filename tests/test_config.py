@@ -1,0 +1,88 @@
+"""JobConfig: validation names the field and what would work; YAML and --set round-trip; presets are the seeds."""
+
+import dataclasses
+
+import pytest
+
+from trainer.config import ALL_PROJECTIONS, ATTENTION_PROJECTIONS, PRESETS, ConfigError, JobConfig
+from trainer.models import ModelError, check_model_fit
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("lora_r", 0, "positive rank"),
+    ("lora_alpha", -1, "positive alpha"),
+    ("lora_dropout", 1.0, "[0, 1)"),
+    ("learning_rate", 0, "positive rate"),
+    ("learning_rate", -1e-4, "positive rate"),
+    ("max_seq_length", 8, "at least 32"),
+    ("per_device_batch_size", 0, "1 or more"),
+    ("gradient_accumulation_steps", 0, "1 or more"),
+    ("quantization", "3bit", "4bit"),
+    ("optimizer", "adam9000", "paged_adamw_8bit"),
+    ("lr_scheduler", "zigzag", "cosine"),
+    ("warmup_ratio", 1.5, "[0, 1)"),
+    ("eval_fraction", 0.9, "[0, 0.5)"),
+    ("max_steps", 0, "-1"),
+    ("target_modules", [], "at least one module"),
+    ("base_model", " ", "embedded default"),
+])
+def test_impossible_values_are_refused_naming_the_field(key, value, words):
+    config = dataclasses.replace(JobConfig(), **{key: value})
+    with pytest.raises(ConfigError) as info:
+        config.validate()
+    assert key in str(info.value) and words in str(info.value)
+
+
+def test_defaults_are_valid_and_round_trip_through_yaml(tmp_path):
+    config = JobConfig().validate()
+    config.save(tmp_path / "config.yaml")
+    assert JobConfig.load(tmp_path / "config.yaml") == config
+
+
+def test_overrides_parse_types_and_refuse_unknown_keys():
+    config = JobConfig().with_overrides(["lora_r=8", "learning_rate=1e-4", "packing=true",
+                                         "target_modules=q_proj,v_proj", "max_steps=5"])
+    assert (config.lora_r, config.learning_rate, config.packing, config.max_steps) == (8, 1e-4, True, 5)
+    assert config.target_modules == ["q_proj", "v_proj"]
+    with pytest.raises(ConfigError, match="Unknown config keys"):
+        JobConfig().with_overrides(["lora_rank=8"])
+    with pytest.raises(ConfigError, match="lora_r"):
+        JobConfig().with_overrides(["lora_r=eight"])
+    with pytest.raises(ConfigError, match="key=value"):
+        JobConfig().with_overrides(["lora_r"])
+
+
+def test_presets_reproduce_the_seed_recipes():
+    gemma = PRESETS["gemma3-4b-mathx-qlora"]
+    assert (gemma.lora_r, gemma.lora_alpha, gemma.lora_dropout, gemma.target_modules) == (16, 32, 0.05, ALL_PROJECTIONS)
+    assert (gemma.quantization, gemma.double_quant, gemma.max_seq_length) == ("4bit", True, 2048)
+    assert (gemma.per_device_batch_size, gemma.gradient_accumulation_steps, gemma.learning_rate) == (2, 8, 2e-4)
+    assert (gemma.lr_scheduler, gemma.warmup_ratio, gemma.optimizer, gemma.num_epochs) == ("cosine", 0.03, "paged_adamw_8bit", 1)
+    assert gemma.max_samples == 10_000 and gemma.dataset == "hub:XenArcAI/MathX-5M"
+    big = PRESETS["gemma3-27b-mathx-lora"]
+    assert (big.quantization, big.bf16, big.gradient_checkpointing, big.lora_r) == ("none", True, True, 16)
+    tiny = PRESETS["tinyllama-math-mix-lora"]
+    assert (tiny.lora_r, tiny.lora_alpha, tiny.lora_dropout, tiny.learning_rate) == (32, 64, 0.1, 1e-4)
+    assert (tiny.weight_decay, tiny.warmup_ratio, tiny.num_epochs, tiny.optimizer) == (0.05, 0.05, 2, "paged_adamw_32bit")
+    assert [p.split("*")[1] for p in tiny.dataset.split("+")] == ["3000", "5000", "1000"]
+    llama = PRESETS["llama3.2-3b-gsm8k-qlora"]
+    assert (llama.lora_r, llama.lora_alpha, llama.target_modules, llama.max_seq_length) == (32, 64, ATTENTION_PROJECTIONS, 512)
+    assert (llama.per_device_batch_size, llama.gradient_accumulation_steps, llama.optimizer) == (4, 4, "paged_adamw_32bit")
+    assert PRESETS["offline-default"].base_model.startswith("embedded:")
+    for config in PRESETS.values():
+        config.validate()
+
+
+def test_model_fit_refuses_unknown_modules_and_requantizing(tiny_model_dir):
+    check_model_fit(JobConfig(), str(tiny_model_dir))
+    with pytest.raises(ModelError, match=r"\['qkv_proj'\].*q_proj"):
+        check_model_fit(JobConfig(target_modules=["q_proj", "qkv_proj"]), str(tiny_model_dir))
+    (tiny_model_dir.parent / "quantized").mkdir(exist_ok=True)
+    import json, shutil
+    quantized = tiny_model_dir.parent / "quantized"
+    shutil.copy(tiny_model_dir / "config.json", quantized / "config.json")
+    config = json.loads((quantized / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "gptq", "bits": 4}
+    (quantized / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="already quantized"):
+        check_model_fit(JobConfig(quantization="4bit"), str(quantized))

@@ -1,0 +1,107 @@
+"""The trainer's command line; the app runs exactly these commands.
+
+    python -m trainer train --config FILE [--set key=value ...] [--preset NAME] [--name NAME]
+    python -m trainer list | show JOB | cancel JOB | resume JOB | delete JOB | presets | worker
+"""
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from trainer import jobs
+from trainer.config import PRESETS, ConfigError, JobConfig
+
+
+def cmd_train(args) -> int:
+    from trainer.train import run_job
+
+    if args.job:  # started by the app's queue (or by hand) for a job folder that already exists
+        path = jobs.job_dir(args.job)
+    else:
+        config = PRESETS[args.preset] if args.preset else JobConfig()
+        if args.config:
+            config = JobConfig.load(args.config)
+        path = jobs.create_job(config.with_overrides(args.set), name=args.name)
+        print(f"job {path.name} in {path}", flush=True)
+    return run_job(path)
+
+
+def cmd_list(args) -> int:
+    for s in jobs.list_jobs():
+        place = f" (#{s['queue_place']} in queue)" if "queue_place" in s else ""
+        print(f"{s['id']:<48} {s['state']:<12}{place} step {s.get('step', 0)}/{s.get('total_steps') or '?'}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    path = jobs.job_dir(args.job)
+    print(json.dumps(jobs.refresh(path), indent=1))
+    rows = jobs.read_progress(path)
+    if rows:
+        print(f"last log: {json.dumps(rows[-1])}")
+    print((path / "config.yaml").read_text())
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    print(jobs.cancel_job(args.job)["state"])
+    return 0
+
+
+def cmd_resume(args) -> int:
+    print(jobs.resume_job(args.job)["state"])
+    return 0
+
+
+def cmd_delete(args) -> int:
+    jobs.delete_job(args.job)
+    print("deleted")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    for name, config in PRESETS.items():
+        print(f"# {name}\n{config.to_yaml()}")
+    return 0
+
+
+def cmd_worker(args) -> int:
+    """Run the queue without the web app: start queued jobs one after another."""
+    while True:
+        jobs.reap()
+        started = jobs.schedule()
+        if started:
+            print(f"started {started}", flush=True)
+        time.sleep(2)
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="python -m trainer", description="QLoRA fine-tuning jobs for math tutors.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="run a training job in the foreground")
+    train.add_argument("--config", help="a config.yaml (keys of JobConfig)")
+    train.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset recipe")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
+    train.add_argument("--name", default="", help="a name for the job")
+    train.add_argument("--job", help="train this existing job folder (what the app's queue runs)")
+    train.set_defaults(func=cmd_train)
+    sub.add_parser("list", help="list jobs").set_defaults(func=cmd_list)
+    for name, func in [("show", cmd_show), ("cancel", cmd_cancel), ("resume", cmd_resume), ("delete", cmd_delete)]:
+        command = sub.add_parser(name, help=f"{name} a job")
+        command.add_argument("job")
+        command.set_defaults(func=func)
+    sub.add_parser("presets", help="print the preset recipes").set_defaults(func=cmd_presets)
+    sub.add_parser("worker", help="run queued jobs without the app").set_defaults(func=cmd_worker)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, jobs.JobError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
