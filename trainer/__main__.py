@@ -2,6 +2,7 @@
 
     python -m trainer train --config FILE [--set key=value ...] [--preset NAME] [--name NAME]
     python -m trainer list | show JOB | cancel JOB | resume JOB | delete JOB | presets | worker
+    python -m trainer merge JOB [--name N] | push JOB --repo OWNER/NAME [--merged] [--public]
 """
 
 import argparse
@@ -10,7 +11,7 @@ import logging
 import sys
 import time
 
-from trainer import jobs
+from trainer import jobs, publish
 from trainer.config import PRESETS, ConfigError, JobConfig
 
 
@@ -95,6 +96,12 @@ def main(argv=None) -> int:
         command.set_defaults(func=func)
     sub.add_parser("presets", help="print the preset recipes").set_defaults(func=cmd_presets)
     sub.add_parser("worker", help="run queued jobs without the app").set_defaults(func=cmd_worker)
+    push = sub.add_parser("push", help="push a completed job's adapter (or merged model) to the Hugging Face Hub")
+    publish.add_push_args(push)  # JOB --repo OWNER/NAME [--merged] [--private | --public]; token from HF_TOKEN
+    push.set_defaults(func=publish.main_push)
+    merge = sub.add_parser("merge", help="merge a completed job's adapter into its base as a standalone model")
+    publish.add_merge_args(merge)  # JOB [--name N]
+    merge.set_defaults(func=publish.main_merge)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

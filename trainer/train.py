@@ -114,7 +114,7 @@ def build_trainer(config: JobConfig, path: Path):
         lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
         num_train_epochs=config.num_epochs, max_steps=config.max_steps, optim=config.optimizer, seed=config.seed,
         max_length=config.max_seq_length, packing=config.packing, bf16=config.bf16,
-        gradient_checkpointing=config.gradient_checkpointing, logging_steps=1, save_steps=config.save_steps,
+        activation_checkpointing=config.gradient_checkpointing, logging_steps=1, save_steps=config.save_steps,
         save_total_limit=2, eval_strategy="steps" if eval_ds is not None else "no",
         eval_steps=max(config.save_steps, 1), include_num_input_tokens_seen="non_padding", report_to=[],
         dataloader_num_workers=0, disable_tqdm=False, use_cpu=not torch.cuda.is_available(),

@@ -1,0 +1,104 @@
+"""Training through real worker processes: the CLI, cancel and resume, a killed worker, a failing job."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from trainer import jobs
+from trainer.config import JobConfig
+from trainer.train import last_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def cli(*args, check=True):
+    result = subprocess.run([sys.executable, "-m", "trainer", *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"trainer {args} exited {result.returncode}:\n{result.stdout}\n{result.stderr[-3000:]}")
+    return result
+
+
+def wait_until(path, predicate, timeout=600):
+    end = time.time() + timeout
+    while time.time() < end:
+        jobs.reap()
+        status = jobs.refresh(path)
+        if predicate(status):
+            return status
+        time.sleep(0.3)
+    raise AssertionError(f"timed out; status {jobs.read_status(path)}\n{jobs.tail(path)}")
+
+
+def steps(path):
+    return [r["step"] for r in jobs.read_progress(path) if r.get("loss") is not None]
+
+
+def test_cli_trains_the_offline_default_on_the_embedded_model(data_root):
+    cli("train", "--preset", "offline-default", "--set", "max_steps=3", "--set", "max_samples=24",
+        "--set", "eval_fraction=0", "--name", "cli run")
+    (job,) = list((data_root / "jobs").iterdir())
+    status = jobs.read_status(job)
+    assert status["state"] == "completed" and status["step"] == 3
+    adapter = job / "adapter"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["r"] == 16 and set(config["target_modules"]) == set(JobConfig().target_modules)
+    assert load_file(adapter / "adapter_model.safetensors")  # non-empty LoRA weights
+    assert (adapter / "tokenizer_config.json").exists() and (adapter / "config.yaml").exists()
+    metrics = json.loads((job / "metrics.json").read_text())
+    assert metrics["steps"] == 3 and metrics["final_loss"] > 0
+    assert steps(job) == [1, 2, 3]
+    listed = cli("list").stdout
+    assert job.name in listed and "completed" in listed
+    assert "lora_r: 16" in cli("show", job.name).stdout
+    assert "only cancelled, failed, interrupted" in cli("resume", job.name, check=False).stderr
+
+
+def test_cancel_resume_and_a_killed_worker_lose_nothing(data_root, tiny_model_dir):
+    config = JobConfig(base_model=str(tiny_model_dir), quantization="none", max_steps=8, save_steps=2,
+                       max_samples=64, per_device_batch_size=2, eval_fraction=0)
+    path = jobs.create_job(config, name="resilient")
+    assert jobs.schedule() == path.name
+    wait_until(path, lambda s: s["step"] >= 2)
+    jobs.cancel_job(path.name)
+    status = wait_until(path, lambda s: s["state"] == "cancelled")
+    stopped_at = status["step"]
+    assert last_checkpoint(path).name == f"checkpoint-{stopped_at}"  # saved at the step it stopped
+    assert (path / "adapter" / "adapter_model.safetensors").exists()  # the adapter so far
+
+    jobs.resume_job(path.name)
+    jobs.schedule()
+    status = wait_until(path, lambda s: s["state"] == "running" and s["step"] >= stopped_at + 2)
+    os.kill(status["pid"], signal.SIGKILL)  # the worker dies mid-training
+    status = wait_until(path, lambda s: s["state"] == "interrupted")
+    assert "Resume" in status["reason"]
+    checkpoint = last_checkpoint(path)
+    assert checkpoint is not None and int(checkpoint.name.split("-")[1]) >= stopped_at
+
+    jobs.resume_job(path.name)
+    jobs.schedule()
+    status = wait_until(path, lambda s: s["state"] in ("completed", "failed"))
+    assert status["state"] == "completed", status["reason"]
+    assert status["step"] == 8
+    logged = steps(path)
+    assert logged == sorted(logged) and logged[-1] == 8 and len(logged) == len(set(logged))  # one curve, continued
+    assert logged[: stopped_at] == list(range(1, stopped_at + 1))
+
+
+def test_a_failing_job_is_marked_failed_with_the_reason(data_root, tiny_model_dir, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"title": "x", "body": "y"}) + "\n")
+    config = JobConfig(base_model=str(tiny_model_dir), quantization="none", dataset=f"file:{bad}", max_steps=2)
+    path = jobs.create_job(config)
+    jobs.schedule()
+    status = wait_until(path, lambda s: s["state"] == "failed")
+    assert "title" in status["reason"] and "problem" in status["reason"]  # names the columns found and needed
+    assert "Traceback" in jobs.tail(path)  # the log keeps the details
