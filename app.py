@@ -5,7 +5,9 @@ tutor/ or trainer/, and return what the UI shows. Training runs in its own proce
 """
 
 import dataclasses
+import hmac
 import html
+import os
 import threading
 import time
 
@@ -20,6 +22,22 @@ CONFIG_FIELDS = [f for f in dataclasses.fields(JobConfig)]
 BASIC = ["base_model", "dataset", "max_samples", "quantization", "lora_r", "lora_alpha", "max_seq_length",
          "per_device_batch_size", "gradient_accumulation_steps", "learning_rate", "num_epochs", "max_steps"]
 JOB_COLUMNS = ["id", "name", "state", "queue", "step", "base model", "created"]
+
+
+def instructor_required() -> bool:
+    """On a Space, or wherever INSTRUCTOR_PASSWORD is set, the instructor side needs the password."""
+    return bool(os.environ.get("INSTRUCTOR_PASSWORD") or os.environ.get("SPACE_ID"))
+
+
+def check_instructor(password: str) -> None:
+    """Called first in every instructor event handler, so the API cannot skip what the page hides."""
+    if not instructor_required():
+        return
+    expected = os.environ.get("INSTRUCTOR_PASSWORD", "")
+    if not expected:
+        raise gr.Error("The instructor side is closed: set the INSTRUCTOR_PASSWORD secret of this Space to open it.")
+    if not hmac.compare_digest((password or "").encode(), expected.encode()):
+        raise gr.Error("Instructor login needed: enter the instructor password at the top of the page.")
 
 
 def config_input(f: dataclasses.Field, default):
@@ -45,8 +63,9 @@ def preset_values(name: str) -> list:
     return [", ".join(v) if isinstance(v, list) else v for v in config.to_dict().values()]
 
 
-def preview_data(*values):
+def preview_data(password, *values):
     """Render a few examples through the chat template and show the token-length histogram."""
+    check_instructor(password)
     from transformers import AutoTokenizer
 
     from trainer.data import preview
@@ -68,7 +87,8 @@ def preview_data(*values):
     return shown, histogram, summary
 
 
-def launch_job(name, *values):
+def launch_job(password, name, *values):
+    check_instructor(password)
     try:
         path = jobs.create_job(form_config(values), name=name or "")
     except (ConfigError, ModelError, ValueError) as exc:
@@ -125,7 +145,8 @@ def job_view(job_id):
     return " · ".join(facts), progress_html(status, last), curve, lr, jobs.tail(path)
 
 
-def job_action(action, job_id):
+def job_action(password, action, job_id):
+    check_instructor(password)
     if not job_id:
         raise gr.Error("Pick a job first.")
     try:
@@ -146,7 +167,7 @@ def refresh_jobs(job_id):
     return jobs_table(), gr.Dropdown(choices=ids, value=job_id if job_id in ids else None), *job_view(job_id)
 
 
-def build_train():
+def build_train(password: gr.Textbox):
     default = JobConfig().to_dict()
     with gr.Row():
         with gr.Column(scale=2):
@@ -183,20 +204,22 @@ def build_train():
                 delete_btn = gr.Button("Delete")
             log = gr.Code(label="Log (tail)", language=None, lines=10)
     preset.change(preset_values, preset, ordered)
-    preview_btn.click(preview_data, ordered, [examples, histogram, lengths_summary])
-    launch_btn.click(launch_job, [name, *ordered], job)
+    preview_btn.click(preview_data, [password, *ordered], [examples, histogram, lengths_summary])
+    launch_btn.click(launch_job, [password, name, *ordered], job)
     monitor = [facts, progress, loss_plot, lr_plot, log]
     job.change(job_view, job, monitor)
     for button, action in [(cancel_btn, "cancel"), (resume_btn, "resume"), (delete_btn, "delete")]:
-        button.click(job_action, [gr.State(action), job], job)
+        button.click(job_action, [password, gr.State(action), job], job)
     gr.Timer(2).tick(refresh_jobs, job, [jobs_df, job, *monitor], show_progress="hidden")
 
 
 def build_app() -> gr.Blocks:
     with gr.Blocks(title="Math Agent Studio") as demo:
         gr.Markdown("# Math Agent Studio\nFine-tune small open models to solve math step by step, and tutor with them.")
+        password = gr.Textbox(label="Instructor password", type="password", visible=instructor_required(),
+                              elem_id="instructor-password")
         with gr.Tab("Train"):
-            build_train()
+            build_train(password)
     return demo
 
 
