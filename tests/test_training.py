@@ -44,6 +44,7 @@ def steps(path):
 
 def test_cli_trains_the_offline_default_on_the_embedded_model(data_root):
     cli("train", "--preset", "offline-default", "--set", "max_steps=3", "--set", "max_samples=24",
+        "--set", "per_device_batch_size=4",
         "--set", "eval_fraction=0", "--name", "cli run")
     (job,) = list((data_root / "jobs").iterdir())
     status = jobs.read_status(job)
