@@ -8,15 +8,30 @@ import dataclasses
 import hmac
 import html
 import os
+import re
 import threading
 import time
+from collections.abc import Iterator
 
 import gradio as gr
 import pandas as pd
 
-from trainer import jobs
-from trainer.config import PRESETS, ConfigError, JobConfig
-from trainer.models import ModelError
+from trainer import basic_math, jobs, publish
+from trainer.config import PRESETS, TUTOR_PROMPT, ConfigError, JobConfig
+from trainer.models import EMBEDDED, ModelError
+from trainer.paths import storage_warning
+from tutor.answers import check_student_answer
+from tutor.chat import ChatSettings, stream_reply
+from tutor.evaluate import BENCHMARKS, EvalConfig, default_report_path, evaluate, summary_lines, write_report
+from tutor.models import list_choices
+from tutor.render import LATEX_DELIMITERS, normalize_latex, reply_messages, split_reasoning
+
+try:
+    from spaces import GPU as gpu  # Hugging Face's ZeroGPU package: lends a GPU for each call (a no-op elsewhere)
+except ImportError:  # not installed; our own spaces/ folder is a plain folder and has no GPU
+    def gpu(task=None, **kwargs):
+        """Stands in for `spaces.GPU`: `@gpu` and `@gpu(duration=120)` leave the function as it is."""
+        return task if task is not None else (lambda fn: fn)
 
 CONFIG_FIELDS = [f for f in dataclasses.fields(JobConfig)]
 BASIC = ["base_model", "dataset", "max_samples", "quantization", "lora_r", "lora_alpha", "max_seq_length",
@@ -38,6 +53,21 @@ def check_instructor(password: str) -> None:
         raise gr.Error("The instructor side is closed: set the INSTRUCTOR_PASSWORD secret of this Space to open it.")
     if not hmac.compare_digest((password or "").encode(), expected.encode()):
         raise gr.Error("Instructor login needed: enter the instructor password at the top of the page.")
+
+
+ZERO_GPU_NOTE = ("This Space runs on ZeroGPU hardware, which lends a GPU for one short call at a time: training needs "
+                 "dedicated GPU hardware (t4-small or larger, in the Space's settings). The Tutor works here, and "
+                 "adapters trained elsewhere can be published and used.")
+
+
+def on_zero_gpu() -> bool:
+    """True on ZeroGPU hardware, which sets SPACES_ZERO_GPU (read as Hugging Face's `spaces` package reads it)."""
+    return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
+
+
+def train_notes() -> str:
+    """What the Train tab says about where it runs: ZeroGPU hardware, a data root lost on restart."""
+    return "\n\n".join(f"> {note}" for note in [ZERO_GPU_NOTE if on_zero_gpu() else "", storage_warning()] if note)
 
 
 def config_input(f: dataclasses.Field, default):
@@ -89,6 +119,8 @@ def preview_data(password, *values):
 
 def launch_job(password, name, *values):
     check_instructor(password)
+    if on_zero_gpu():
+        raise gr.Error(ZERO_GPU_NOTE)
     try:
         path = jobs.create_job(form_config(values), name=name or "")
     except (ConfigError, ModelError, ValueError) as exc:
@@ -153,6 +185,8 @@ def job_action(password, action, job_id):
         if action == "cancel":
             jobs.cancel_job(job_id)
         elif action == "resume":
+            if on_zero_gpu():
+                raise gr.Error(ZERO_GPU_NOTE)
             jobs.resume_job(job_id)
             jobs.schedule()
         else:
@@ -169,6 +203,8 @@ def refresh_jobs(job_id):
 
 def build_train(password: gr.Textbox):
     default = JobConfig().to_dict()
+    notes = train_notes()
+    gr.Markdown(notes, visible=bool(notes), elem_id="train-notes")
     with gr.Row():
         with gr.Column(scale=2):
             preset = gr.Dropdown(list(PRESETS), value="offline-default", label="Preset recipe")
@@ -213,13 +249,260 @@ def build_train(password: gr.Textbox):
     gr.Timer(2).tick(refresh_jobs, job, [jobs_df, job, *monitor], show_progress="hidden")
 
 
+# ---------------------------------------------------------------- Publish
+
+CARD_HEADER_RE = re.compile(r"\A---\n(.*?\n)---\n", re.S)
+LOSS_IMAGE = "![Training loss](loss.png)"
+
+
+def card_markdown(card: str) -> str:
+    """A model card as the preview shows it: its YAML header as code, and a note where the repo's loss image goes."""
+    header = CARD_HEADER_RE.match(card)
+    body = card[header.end():] if header else card
+    shown = f"```yaml\n{header[1]}```\n" if header else ""
+    return shown + body.replace(LOSS_IMAGE, "*(the loss curve, `loss.png`, is uploaded beside the card)*")
+
+
+def completed_jobs() -> list[tuple[str, str]]:
+    """(label, job id) for every completed job, newest first."""
+    return [(f"{s['name']} · {s['id']}" if s.get("name") else s["id"], s["id"])
+            for s in reversed(jobs.list_jobs()) if s["state"] == "completed"]
+
+
+def publish_job_dir(job_id):
+    if not job_id:
+        raise gr.Error("Pick a completed job first.")
+    try:
+        return jobs.job_dir(job_id)
+    except jobs.JobError as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def publish_jobs(password, job_id):
+    check_instructor(password)
+    choices = completed_jobs()
+    return gr.Dropdown(choices=choices, value=job_id if job_id in [v for _, v in choices] else None)
+
+
+def card_preview(password, job_id, repo_id, merged):
+    check_instructor(password)
+    if not job_id:
+        return "Pick a completed job to preview its model card."
+    return card_markdown(publish.model_card(publish_job_dir(job_id), bool(merged), (repo_id or "").strip() or "REPO_ID"))
+
+
+def merge_model(password, job_id, name, progress=gr.Progress()):
+    check_instructor(password)
+    path = publish_job_dir(job_id)
+    progress(0.1, desc="Loading the base in 16-bit and merging the adapter into it")
+    try:
+        target = publish.merge_job(path, (name or "").strip() or None)
+    except (publish.PublishError, ModelError) as exc:
+        raise gr.Error(str(exc)) from None
+    return f"Merged into `{target}`: students can pick **{target.name} (merged)** in the Tutor's model picker."
+
+
+def push_model(password, job_id, repo_id, private, merged, token, progress=gr.Progress()):
+    """Push with the token typed for this push (or HF_TOKEN); the token box is emptied once the push succeeds."""
+    check_instructor(password)
+    path = publish_job_dir(job_id)
+    try:
+        url = publish.push_job(path, (repo_id or "").strip(), token=(token or "").strip() or None, merged=bool(merged),
+                               private=bool(private), progress=lambda fraction, message: progress(fraction, desc=message))
+    except (publish.PublishError, ModelError) as exc:
+        raise gr.Error(str(exc)) from None
+    return f"Pushed to [{url}]({url})", gr.Textbox(value="")
+
+
+def build_publish(password: gr.Textbox):
+    gr.Markdown("Share a completed job: merge its adapter into a standalone model for the Tutor, "
+                "or push the adapter (or the merged model) with its model card to the Hugging Face Hub.")
+    with gr.Row():
+        job = gr.Dropdown([] if instructor_required() else completed_jobs(), value=None, label="Completed job",
+                          scale=4, elem_id="publish-job")
+        refresh_btn = gr.Button("Refresh", scale=1)
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown("### Merge")
+            merge_name = gr.Textbox(label="Merged model name", placeholder="default: the job id")
+            merge_btn = gr.Button("Merge into the base")
+            merge_result = gr.Markdown(elem_id="merge-result")
+            gr.Markdown("### Push to the Hugging Face Hub")
+            repo_id = gr.Textbox(label="Repo id", placeholder="your-username/math-tutor")
+            with gr.Row():
+                private = gr.Checkbox(True, label="Private repo")
+                merged = gr.Checkbox(False, label="Push the merged model instead of the adapter")
+            token = gr.Textbox(label="Hugging Face token, for this push only", type="password",
+                               placeholder="hf_... with write access; empty: the server's HF_TOKEN",
+                               elem_id="publish-token")
+            push_btn = gr.Button("Push to the Hub", variant="primary")
+            push_result = gr.Markdown(elem_id="push-result")
+        with gr.Column():
+            gr.Markdown("### Model card preview")
+            card = gr.Markdown("Pick a completed job to preview its model card.", elem_id="card-preview")
+    refresh_btn.click(publish_jobs, [password, job], job, api_name="publish_jobs")
+    job.focus(publish_jobs, [password, job], job, show_progress="hidden", api_visibility="private")
+    gr.on([job.change, merged.change, repo_id.blur], card_preview, [password, job, repo_id, merged], card,
+          api_name="publish_card")
+    merge_btn.click(merge_model, [password, job, merge_name], merge_result, api_name="publish_merge",
+                    concurrency_id="publish", concurrency_limit=1)
+    push_btn.click(push_model, [password, job, repo_id, private, merged, token], [push_result, token],
+                   api_name="publish_push", concurrency_id="publish", concurrency_limit=1)
+
+
+EXAMPLE_PROBLEMS = [
+    "If 3x + 7 = 22, what is x?",
+    "The length of a rectangle is 3 more than twice its width, and its perimeter is 54 cm. "
+    "What are its length and width?",
+]
+
+
+def model_picker(label="Model") -> gr.Dropdown:
+    return gr.Dropdown(list_choices(), value=EMBEDDED, label=label, allow_custom_value=True,
+                       info="the embedded default, a finished job's adapter, a merged model, or a Hub id / local folder")
+
+
+@gpu
+def chat(message: str, history: list[dict] | None = None, model: str = EMBEDDED, temperature: float = 0.7,
+         top_p: float = 0.9, max_new_tokens: int = 512, system_prompt: str = TUTOR_PROMPT,
+         think_first: bool = False) -> Iterator[str]:
+    """The tutor as an API (`/chat`): streams the reply so far to `message` after `history` (role/content dicts)."""
+    settings = ChatSettings(float(temperature), float(top_p), int(max_new_tokens), system_prompt or TUTOR_PROMPT,
+                            bool(think_first))
+    turns = [{"role": m["role"], "content": m["content"]} for m in history or []]
+    try:
+        yield from stream_reply(model or EMBEDDED, [*turns, {"role": "user", "content": message}], settings)
+    except (ModelError, ValueError) as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def respond(message, turns, shown, model, temperature, top_p, max_new_tokens, system_prompt, think_first):
+    """Stream a reply into the chat: reasoning as a collapsible thought, LaTeX rendered, the final answer shown."""
+    if not (message or "").strip():
+        raise gr.Error("Type a question first.")
+    shown = [*shown, {"role": "user", "content": normalize_latex(message)}]
+    started, thought_s, text = time.time(), None, ""
+    yield "", turns, shown
+    for text in chat(message, turns, model, temperature, top_p, max_new_tokens, system_prompt, think_first):
+        reasoning, _, done = split_reasoning(text)
+        if done and reasoning is not None and thought_s is None:
+            thought_s = time.time() - started
+        yield "", turns, [*shown, *reply_messages(text, thought_s)]
+    reasoning, _, done = split_reasoning(text)
+    if reasoning is not None and not done:  # the model stopped without closing its thought: close it for it
+        thought_s = time.time() - started
+        text += "</think>\n\n*The reasoning did not reach a final answer: raise max new tokens or ask again.*"
+    turns = [*turns, {"role": "user", "content": message}, {"role": "assistant", "content": text}]
+    yield "", turns, [*shown, *reply_messages(text, thought_s)]
+
+
+def check_answer(student, turns, practice):
+    """Check the student's own answer symbolically: against a practice problem's answer, else the tutor's."""
+    gold = practice.get("answer") if practice else next(
+        (m["content"] for m in reversed(turns) if m["role"] == "assistant"), "")
+    correct, words = check_student_answer(student, gold)
+    return f"{'✅' if correct else '❌'} {words}"
+
+
+def new_practice(seed):
+    (problem,) = basic_math.generate(1, seed=int(seed))
+    return problem["problem"], {"answer": problem["expected_answer"]}, int(seed) + 1, ""
+
+
+def build_tutor():
+    settings = ChatSettings()
+    turns = gr.State([])  # what the model sees: raw replies, <think> included
+    with gr.Row():
+        with gr.Column(scale=3):
+            chatbot = gr.Chatbot(label="Tutor", latex_delimiters=LATEX_DELIMITERS, sanitize_html=True, height=520,
+                                 elem_id="tutor-chat", buttons=["copy"])
+            message = gr.Textbox(label="Your question", placeholder="Ask a math question...", elem_id="tutor-input")
+            with gr.Row():
+                send = gr.Button("Send", variant="primary")
+                stop = gr.Button("Stop", variant="stop")
+                clear = gr.Button("New chat")
+            gr.Examples(EXAMPLE_PROBLEMS, inputs=message, label="Example problems")
+        with gr.Column(scale=1):
+            model = model_picker()
+            refresh = gr.Button("Refresh models", size="sm")
+            with gr.Accordion("Generation settings", open=False):
+                temperature = gr.Slider(0, 1.5, value=settings.temperature, step=0.05, label="temperature (0 = greedy)")
+                top_p = gr.Slider(0.05, 1, value=settings.top_p, step=0.05, label="top-p")
+                max_new_tokens = gr.Slider(16, 2048, value=settings.max_new_tokens, step=16, label="max new tokens")
+                system_prompt = gr.Textbox(settings.system_prompt, label="Tutor system prompt", lines=4)
+                think_first = gr.Checkbox(settings.think_first, label="Think first",
+                                          info="open the reply with <think>, as this app's adapters were trained to")
+            with gr.Accordion("Check my answer", open=True):
+                practice = gr.State({})
+                seed = gr.State(int(time.time()) % 10_000)
+                problem = gr.Markdown("Solve a problem from the chat, or get a practice problem.")
+                new_problem = gr.Button("Practice problem", size="sm")
+                student = gr.Textbox(label="Your answer", placeholder="e.g. 5, 3/4, x = 2", elem_id="student-answer")
+                check = gr.Button("Check", size="sm")
+                verdict = gr.Markdown(elem_id="answer-verdict")
+    inputs = [message, turns, chatbot, model, temperature, top_p, max_new_tokens, system_prompt, think_first]
+    events = [trigger(respond, inputs, [message, turns, chatbot], api_visibility="private")
+              for trigger in (send.click, message.submit)]
+    stop.click(None, cancels=events)
+    clear.click(lambda: ([], [], {}), None, [turns, chatbot, practice])
+    refresh.click(lambda: gr.Dropdown(choices=list_choices()), None, model)
+    new_problem.click(new_practice, seed, [problem, practice, seed, verdict])
+    check.click(check_answer, [student, turns, practice], verdict)
+    gr.api(chat, api_name="chat")  # the tutor for other apps: gradio_client's submit(..., api_name="/chat") streams
+
+
+def run_evaluation(password, model, adapter, benchmark, limit, batch_size, max_new_tokens, progress=gr.Progress()):
+    """Evaluate base (and adapter) on the same problems; show accuracy side by side and where they disagree."""
+    check_instructor(password)
+    config = EvalConfig(model=model or "", adapter=adapter or "", benchmark=benchmark, limit=int(limit or 0),
+                        batch_size=int(batch_size), max_new_tokens=int(max_new_tokens))
+    try:
+        report = evaluate(config, progress=lambda done, total, name: progress((done, total), desc=name, unit="problems"))
+    except (ModelError, ValueError) as exc:
+        raise gr.Error(str(exc)) from None
+    path = write_report(report, default_report_path(config))
+    accuracy = pd.DataFrame([{"model": f"{role}: {run['model']}", "accuracy": round(100 * run["accuracy"], 1)}
+                             for role, run in report["summary"].items()])
+    disagree = pd.DataFrame([[d["id"], d["question"], d["gold"], d["base"]["extracted"], d["adapter"]["extracted"],
+                              "adapter" if d["adapter"]["correct"] else "base"] for d in report.get("disagreements", [])],
+                            columns=["id", "question", "gold", "base answer", "adapter answer", "right"])
+    return "\n\n".join(summary_lines(report)), accuracy, disagree, str(path)
+
+
+def build_evaluate(password: gr.Textbox):
+    config = EvalConfig()
+    with gr.Row():
+        with gr.Column(scale=1):
+            model = gr.Textbox(label="Base model (empty: the adapter's own base, or the embedded default)")
+            adapter = gr.Dropdown([c for c in list_choices() if c[1].startswith("adapter:")], value=None,
+                                  label="Adapter (a finished job)", allow_custom_value=True)
+            benchmark = gr.Dropdown(list(BENCHMARKS), value=config.benchmark, label="Benchmark")
+            limit = gr.Number(50, label="Problems (0 for all)", precision=0)
+            batch_size = gr.Number(config.batch_size, label="Batch size", precision=0)
+            max_new_tokens = gr.Number(config.max_new_tokens, label="Max new tokens", precision=0)
+            run = gr.Button("Evaluate", variant="primary")
+        with gr.Column(scale=2):
+            summary = gr.Markdown(elem_id="eval-summary")
+            accuracy = gr.BarPlot(x="model", y="accuracy", title="Accuracy (%)", height=220, y_lim=[0, 100])
+            disagree = gr.Dataframe(label="Problems where base and adapter disagree", wrap=True, interactive=False)
+            report = gr.File(label="Report (JSON)")
+    run.click(run_evaluation, [password, model, adapter, benchmark, limit, batch_size, max_new_tokens],
+              [summary, accuracy, disagree, report])
+
+
 def build_app() -> gr.Blocks:
     with gr.Blocks(title="Math Agent Studio") as demo:
         gr.Markdown("# Math Agent Studio\nFine-tune small open models to solve math step by step, and tutor with them.")
         password = gr.Textbox(label="Instructor password", type="password", visible=instructor_required(),
                               elem_id="instructor-password")
+        with gr.Tab("Tutor"):
+            build_tutor()
         with gr.Tab("Train"):
             build_train(password)
+        with gr.Tab("Evaluate"):
+            build_evaluate(password)
+        with gr.Tab("Publish"):
+            build_publish(password)
     return demo
 
 
