@@ -1,0 +1,160 @@
+"""Streamed tutor replies: history through the model's own chat template, token by token, stoppable.
+
+`stream_reply` is the single entry point for chatting (the UI, the `/chat` API and later a batching server).
+"""
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from trainer.config import TUTOR_PROMPT
+from tutor.models import Loaded, load_model
+
+
+THINK_OPEN = "<think>\n"
+
+
+class PromptTooLongError(ValueError):
+    """The latest question alone does not fit the model's context."""
+
+
+@dataclass
+class ChatSettings:
+    temperature: float = 0.7  # 0 means greedy
+    top_p: float = 0.9
+    max_new_tokens: int = 512
+    system_prompt: str = TUTOR_PROMPT
+    think_first: bool = False  # open the reply with <think>, as this app's adapters were trained to
+
+
+class StopOnEvent:
+    """A StoppingCriteria that ends generation once `event` is set."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+def stream_reply(
+    choice: str, history: list[dict], settings: ChatSettings | None = None, stop: threading.Event | None = None
+) -> Iterator[str]:
+    """Yield the reply so far (cumulative text) to the conversation `history`, whose last message is the student's.
+
+    Setting `stop` (or closing this generator) ends generation; the text so far is what was yielded last.
+    """
+    from transformers import TextIteratorStreamer
+
+    settings = settings or ChatSettings()
+    stop = stop or threading.Event()
+    loaded = load_model(choice)
+    prompt_ids = fit_prompt(loaded, build_messages(history, settings.system_prompt), settings.max_new_tokens)
+    opening = THINK_OPEN if settings.think_first else ""
+    prompt_ids += loaded.tokenizer(opening, add_special_tokens=False)["input_ids"] if opening else []
+    streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    failure: list[BaseException] = []
+
+    def generate() -> None:
+        try:
+            with loaded.activated() as model:
+                if stop.is_set():  # stopped while waiting for another student's reply on this base
+                    streamer.end()
+                    return
+                input_ids = torch.tensor([prompt_ids], device=model.device)
+                model.generate(
+                    input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
+                    stopping_criteria=[StopOnEvent(stop)], **sampling_kwargs(loaded, settings),
+                )
+        except BaseException as exc:  # handed to the reader below, which raises it
+            failure.append(exc)
+            streamer.end()
+
+    thread = threading.Thread(target=generate, name="stream_reply", daemon=True)
+    thread.start()
+    reply = opening
+    try:
+        for piece in streamer:
+            if piece:
+                reply += piece
+                yield reply
+    finally:
+        stop.set()
+        thread.join()
+    if failure:
+        raise failure[0]
+
+
+def sampling_kwargs(loaded: Loaded, settings: ChatSettings) -> dict:
+    """generate() arguments for the settings; temperature 0 is greedy."""
+    kwargs = {"max_new_tokens": settings.max_new_tokens, "pad_token_id": loaded.tokenizer.pad_token_id}
+    if settings.temperature > 0:
+        kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p)
+    else:
+        kwargs.update(do_sample=False)
+    return kwargs
+
+
+def build_messages(history: list[dict], system_prompt: str) -> list[dict]:
+    """Chat-template messages: the system prompt (when given) and each turn's role and text."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt.strip() else []
+    for message in history:
+        messages.append({"role": message["role"], "content": message_text(message["content"])})
+    if not messages or messages[-1]["role"] != "user":
+        raise ValueError("The conversation must end with the student's message.")
+    return messages
+
+
+def message_text(content) -> str:
+    """A message's text, whether it is a string or a list of parts such as {"type": "text", "text": ...}."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return content.get("text", "")
+    return "".join(message_text(part) for part in content)
+
+
+def encode(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of the conversation through the model's chat template, ready for the assistant's turn."""
+    if not tokenizer.chat_template:
+        raise ValueError("This model has no chat template: pick an instruction-tuned (chat) model.")
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def context_length(model) -> int:
+    config = model.config.get_text_config()
+    return int(getattr(config, "max_position_embeddings", None) or 2048)
+
+
+def fit_prompt(loaded: Loaded, messages: list[dict], max_new_tokens: int) -> list[int]:
+    """The prompt's token ids, dropping the oldest turns until it leaves room for `max_new_tokens`."""
+    budget = context_length(loaded.model) - max_new_tokens
+    if budget <= 0:
+        raise PromptTooLongError(
+            f"max_new_tokens = {max_new_tokens} leaves no room for the question in this model's "
+            f"{context_length(loaded.model)}-token context; lower it."
+        )
+    system = messages[:1] if messages[0]["role"] == "system" else []
+    turns = messages[len(system):]
+    while True:
+        ids = encode(loaded.tokenizer, system + turns)
+        if len(ids) <= budget:
+            return ids
+        if len(turns) == 1:
+            raise PromptTooLongError(
+                f"The question is too long for this model: {len(ids)} tokens with the system prompt, but only "
+                f"{budget} fit ({context_length(loaded.model)}-token context minus {max_new_tokens} for the reply). "
+                "Shorten the question or lower max new tokens."
+            )
+        turns = drop_oldest_turn(turns)
+
+
+def drop_oldest_turn(turns: list[dict]) -> list[dict]:
+    """The conversation without its oldest exchange; it still starts with a student's message."""
+    rest = turns[1:]
+    while len(rest) > 1 and rest[0]["role"] != "user":
+        rest = rest[1:]
+    return rest
