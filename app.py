@@ -288,7 +288,8 @@ def card_preview(password, job_id, repo_id, merged):
     check_instructor(password)
     if not job_id:
         return "Pick a completed job to preview its model card."
-    return card_markdown(publish.model_card(publish_job_dir(job_id), bool(merged), (repo_id or "").strip() or "REPO_ID"))
+    card = publish.model_card(publish_job_dir(job_id), bool(merged), (repo_id or "").strip() or "REPO_ID")
+    return card_markdown(card)
 
 
 def merge_model(password, job_id, name, progress=gr.Progress()):
@@ -308,7 +309,7 @@ def push_model(password, job_id, repo_id, private, merged, token, progress=gr.Pr
     path = publish_job_dir(job_id)
     try:
         url = publish.push_job(path, (repo_id or "").strip(), token=(token or "").strip() or None, merged=bool(merged),
-                               private=bool(private), progress=lambda fraction, message: progress(fraction, desc=message))
+                               private=bool(private), progress=lambda share, message: progress(share, desc=message))
     except (publish.PublishError, ModelError) as exc:
         raise gr.Error(str(exc)) from None
     return f"Pushed to [{url}]({url})", gr.Textbox(value="")
