@@ -1,0 +1,170 @@
+"""tutor.evaluate and `python -m tutor eval`: problems, batched generation, the report."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, SHARED_DATA, needs_shared_data
+from tests.test_tutor_models import make_job
+from tutor import models
+from tutor.__main__ import main
+from tutor.chat import encode
+from tutor.evaluate import (
+    EvalConfig, EvalError, Problem, disagreements, evaluate, generate_batch, load_problems, prompt_messages,
+)
+from tutor.models import load_model
+
+QUESTIONS = [
+    "What is 2 + 3?",
+    "A rectangle's length is 3 more than twice its width and its perimeter is 54. What is its width?",
+    "If 3x + 7 = 22, what is x?",
+    "Tom has 12 apples, gives away 5 and buys 9 more. He then splits them evenly between himself and 3 friends. "
+    "How many apples does each of them get?",
+]
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    models.clear_cache()
+    yield
+    models.clear_cache()
+
+
+@pytest.fixture(scope="module")
+def sharp_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model with large random weights: its greedy text depends on every prompt token (and on padding
+    mistakes), where the freshly initialised tiny model writes the same token whatever it is given."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = tmp_path_factory.mktemp("sharp-llama")
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 2:
+                parameter.normal_(0, 0.3)
+    model.save_pretrained(path)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
+        if (tiny_model_dir / name).exists():
+            shutil.copy(tiny_model_dir / name, path / name)
+    return path
+
+
+@pytest.fixture
+def gsm8k_file(tmp_path):
+    path = tmp_path / "gsm8k.jsonl"
+    rows = [{"question": q, "answer": f"Steps.\n#### {n}"} for q, n in zip(QUESTIONS, ["5", "8", "5", "4"])]
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    return path
+
+
+def prompts_for(loaded, questions):
+    return [encode(loaded.tokenizer, prompt_messages(Problem(str(i), q, ""))) for i, q in enumerate(questions)]
+
+
+@pytest.mark.parametrize("adapter", [False, True], ids=["base", "adapter"])
+def test_batched_greedy_equals_one_at_a_time(data_root, sharp_model_dir, adapter):
+    """Left padding with its attention mask must not change any answer: prompts differ in length here."""
+    if adapter:
+        make_job(data_root, "job-a", sharp_model_dir, seed=3)
+    loaded = load_model("adapter:job-a" if adapter else str(sharp_model_dir))
+    prompts = prompts_for(loaded, QUESTIONS)
+    assert len({len(p) for p in prompts}) == len(prompts)
+    batched, _ = generate_batch(loaded, prompts, max_new_tokens=16)
+    single = [generate_batch(loaded, [p], max_new_tokens=16)[0][0] for p in prompts]
+    assert batched == single
+    assert len(set(batched)) == len(batched) and all(len(text) > 16 for text in batched)  # real, distinct texts
+
+
+def test_gsm8k_and_math500_files_become_problems(tmp_path, gsm8k_file):
+    problems, source = load_problems("gsm8k", str(gsm8k_file), limit=3)
+    assert source == str(gsm8k_file) and len(problems) == 3
+    assert problems[1] == Problem("1", QUESTIONS[1], "8")
+
+    math = tmp_path / "math.jsonl"
+    math.write_text(json.dumps({"problem": "Compute $\\frac{1}{2}+\\frac{1}{3}$.", "solution": "...",
+                                "answer": "\\frac{5}{6}", "unique_id": "test/algebra/1.json"}) + "\n")
+    assert load_problems("math500", str(math))[0] == [Problem("test/algebra/1.json", "Compute $\\frac{1}{2}+\\frac{1}{3}$.", "\\frac{5}{6}")]
+
+    with pytest.raises(EvalError, match="lacks"):
+        load_problems("math500", str(gsm8k_file))
+    with pytest.raises(EvalError, match="No data file"):
+        load_problems("gsm8k", str(tmp_path / "missing.jsonl"))
+
+
+@needs_shared_data()
+def test_shared_benchmark_files_are_found_without_a_data_file():
+    gsm8k, source = load_problems("gsm8k", limit=5)
+    assert source == str(SHARED_DATA / "gsm8k" / "test.jsonl") and gsm8k[0].gold == "18"
+    math500, _ = load_problems("math500", limit=2)
+    assert len(math500) == 2 and math500[0].id.startswith("test/")
+
+
+def test_disagreements_are_the_problems_one_gets_right_and_the_other_wrong():
+    def row(i, correct):
+        return {"id": str(i), "question": f"q{i}", "gold": "1", "output": "o", "extracted": "x", "correct": correct}
+
+    base = [row(0, True), row(1, False), row(2, True), row(3, False)]
+    adapter = [row(0, True), row(1, True), row(2, False), row(3, False)]
+    assert [d["id"] for d in disagreements(base, adapter)] == ["1", "2"]
+    assert disagreements(base, adapter)[0]["adapter"]["correct"] is True
+
+
+def test_eval_of_base_and_adapter_writes_a_full_report_into_the_job(data_root, tiny_model_dir, gsm8k_file, capsys):
+    job = make_job(data_root, "job-a", tiny_model_dir, seed=3)
+    code = main(["eval", "--adapter", "job-a", "--benchmark", "gsm8k", "--data-file", str(gsm8k_file),
+                 "--batch-size", "3", "--max-new-tokens", "8"])
+    assert code == 0
+    reports = list((job / "eval").glob("gsm8k-*.json"))
+    assert len(reports) == 1 and str(reports[0]) in capsys.readouterr().out
+    report = json.loads(reports[0].read_text())
+
+    assert set(report) == {"benchmark", "data", "protocol", "created", "summary", "runs", "disagreements"}
+    assert report["data"] == {"source": str(gsm8k_file), "problems": 4}
+    protocol = report["protocol"]
+    assert protocol["shots"] == 0 and protocol["max_new_tokens"] == 8 and protocol["batch_size"] == 3
+    assert protocol["decoding"].startswith("greedy") and protocol["extractor"] == "tutor.answers.extract_answer"
+    assert set(protocol["versions"]) == {"torch", "transformers", "peft", "math-verify"}
+    assert set(report["runs"]) == {"base", "adapter"} and report["runs"]["base"]["choice"] == str(tiny_model_dir)
+    for run in report["runs"].values():
+        assert [p["question"] for p in run["problems"]] == QUESTIONS  # the file's order, though run longest first
+        assert all(set(p) == {"id", "question", "gold", "output", "extracted", "correct"} for p in run["problems"])
+        assert run["accuracy"] == sum(p["correct"] for p in run["problems"]) / 4
+    assert report["summary"]["adapter"]["total"] == 4 and "problems" not in report["summary"]["adapter"]
+    assert report["runs"]["base"]["problems"][0]["output"] != report["runs"]["adapter"]["problems"][0]["output"]
+
+
+def test_progress_reports_each_batch_and_one_at_a_time_uses_batches_of_one(data_root, tiny_model_dir, gsm8k_file):
+    calls = []
+    config = EvalConfig(model=str(tiny_model_dir), data_file=str(gsm8k_file), max_new_tokens=4, one_at_a_time=True)
+    report = evaluate(config, progress=lambda done, total, label: calls.append((done, total)))
+    assert calls == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
+    assert report["protocol"]["batch_size"] == 1 and "disagreements" not in report
+
+
+def test_an_adapter_of_another_base_is_refused(data_root, tiny_model_dir, gsm8k_file, capsys):
+    make_job(data_root, "job-a", tiny_model_dir, seed=3)
+    code = main(["eval", "--model", "embedded:smollm2-135m-instruct", "--adapter", "job-a",
+                 "--data-file", str(gsm8k_file)])
+    assert code == 2 and "leave --model out" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@needs_shared_data()
+def test_cli_eval_of_the_embedded_model_on_five_gsm8k_problems(data_root, tmp_path):
+    out = tmp_path / "report.json"
+    command = [sys.executable, "-m", "tutor", "eval", "--model", "embedded:smollm2-135m-instruct",
+               "--benchmark", "gsm8k", "--limit", "5", "--max-new-tokens", "96", "--out", str(out)]
+    done = subprocess.run(command, cwd=ROOT, env=os.environ, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    run = report["runs"]["base"]
+    assert report["data"]["problems"] == 5 and run["total"] == 5 and run["model"].startswith("SmolLM2-135M")
+    assert all(p["output"].strip() for p in run["problems"])  # the real model writes an answer to each
+    assert "gsm8k: 5 problems" in done.stdout

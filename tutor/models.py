@@ -1,0 +1,389 @@
+"""What a student can talk to, and loading it: the embedded default, a job's adapter, a merged model, any model.
+
+A choice is a string:
+  `embedded:smollm2-135m-instruct`   the embedded default
+  `adapter:<job_id>`                 a finished job's `adapter/` (or `adapter:<folder>` holding adapter_config.json)
+  `merged:<name>`                    `<data_root>/models/merged/<name>`
+  `remote:<model id>`                a model of the OpenAI-compatible tutor server (tutor/remote.py), not loaded here
+  anything else                      a Hub id or a local folder (an adapter folder is recognised as one)
+
+Loaded bases are cached (at most MAX_BASES, least recently used evicted). Every adapter of a base lives on one
+PeftModel under its own adapter name, so switching adapters never reloads the base. A base and its adapters share
+one lock: generate only inside `Loaded.activated()`, which holds it while the right adapter is switched on.
+"""
+
+import gc
+import json
+import re
+import threading
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors import SafetensorError
+
+from trainer.models import EMBEDDED, ModelError, resolve_model
+from trainer.paths import inside, jobs_dir, models_dir
+from tutor.remote import remote_choices
+
+MAX_BASES = 2
+EMBEDDED_LABEL = "SmolLM2-135M-Instruct (embedded default)"
+
+
+class ModelLoadError(ModelError):
+    """A model or adapter that cannot be loaded, with what to do about it."""
+
+
+class BaseLock:
+    """A plain lock that also counts the threads waiting for it: the batching loop that holds a base's lock for a
+    whole batch of replies (tutor/serving.py) lets it go when someone waits."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._count = threading.Lock()
+        self.waiting = 0
+
+    def __enter__(self):
+        with self._count:
+            self.waiting += 1
+        try:
+            self._lock.acquire()
+        finally:
+            with self._count:
+                self.waiting -= 1
+        return self
+
+    def __exit__(self, *exc_info):
+        self._lock.release()
+
+
+@dataclass
+class Base:
+    """One loaded base model, the adapters loaded on it, and the lock that guards both."""
+
+    key: str
+    model: torch.nn.Module  # the transformers model; a PeftModel once an adapter is loaded on it
+    tokenizer: object
+    lock: BaseLock = field(default_factory=BaseLock)
+    adapters: dict[str, str] = field(default_factory=dict)  # adapter folder -> PEFT adapter name
+    batcher: object = None  # tutor.serving.Batcher of this base's replies, made on first batched reply
+
+    @property
+    def has_adapters(self) -> bool:
+        return bool(self.adapters)
+
+
+@dataclass
+class Loaded:
+    """A model ready to generate. `name` is for people; generate inside `activated()`."""
+
+    base: Base
+    tokenizer: object
+    name: str
+    adapter: str | None = None  # the PEFT adapter name on `base`, None for the base model itself
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.base.model
+
+    @contextmanager
+    def activated(self):
+        """Hold the base's lock with this choice's adapter switched on (or all adapters off); yield the model."""
+        with self.base.lock, torch.inference_mode():
+            model = self.base.model
+            if not self.base.has_adapters:
+                yield model
+            elif self.adapter is None:
+                with model.disable_adapter():
+                    yield model
+            else:
+                model.set_adapter(self.adapter, inference_mode=True)
+                yield model
+
+
+_lock = threading.Lock()  # guards the caches below and serialises loading
+_bases: "OrderedDict[str, Base]" = OrderedDict()
+_by_choice: dict[str, Loaded] = {}
+
+
+def load_model(choice: str) -> Loaded:
+    """Load (or fetch from the cache) what `choice` names. Raises ModelLoadError with advice when it cannot.
+
+    Bases load one at a time under the cache lock; attaching an adapter waits only for replies on its own base.
+    """
+    choice = (choice or "").strip() or EMBEDDED
+    with _lock:
+        loaded = _by_choice.get(choice)
+        if loaded is not None and _bases.get(loaded.base.key) is loaded.base:
+            _bases.move_to_end(loaded.base.key)
+            return loaded
+        adapter = find_adapter(choice)
+        base = _get_base(base_path(choice) if adapter is None else adapter_base(adapter))
+    if adapter is None:
+        loaded = Loaded(base, base.tokenizer, display_name(choice))
+    else:
+        name = _attach_adapter(base, adapter)
+        loaded = Loaded(base, adapter_tokenizer(adapter, base), display_name(choice), adapter=name)
+    with _lock:
+        _by_choice[choice] = loaded
+    return loaded
+
+
+def clear_cache() -> None:
+    """Forget every loaded model and free its memory, once the batched replies still running on them have ended."""
+    with _lock:
+        bases = list(_bases.values())
+        while _bases:
+            _evict(next(iter(_bases)))
+    for base in bases:  # outside the cache lock, so that other students' models load meanwhile
+        if base.batcher is not None:
+            base.batcher.join()  # its loop stops its batching manager and ends once idle
+
+
+def find_adapter(choice: str) -> Path | None:
+    """The adapter folder a choice names, or None when it names a full model."""
+    if choice.startswith("adapter:"):
+        ref = choice.removeprefix("adapter:").strip()
+        job = jobs_dir() / ref
+        if ref and "/" not in ref and job.is_dir() and inside(jobs_dir(), job):
+            if not (job / "adapter" / "adapter_config.json").exists():
+                raise ModelLoadError(f"Job {ref} has no adapter yet (state: {job_state(job)}); pick a finished job.")
+            return (job / "adapter").resolve()
+        folder = adapter_folder(Path(ref).expanduser())
+        if folder is None:
+            raise ModelLoadError(
+                f"No adapter {ref!r}: give a finished job's id or a folder holding adapter_config.json."
+            )
+        return folder
+    if choice.startswith(("merged:", "embedded:")):
+        return None
+    return adapter_folder(Path(choice).expanduser())
+
+
+def adapter_folder(path: Path) -> Path | None:
+    """`path` itself when it is an adapter folder, `path/adapter` when it is a job folder, else None."""
+    for folder in (path, path / "adapter"):
+        if (folder / "adapter_config.json").is_file():
+            return folder.resolve()
+    return None
+
+
+def base_path(choice: str) -> str:
+    """Where a full model (embedded, merged, Hub id or folder) loads from."""
+    if choice.startswith("merged:"):
+        name = choice.removeprefix("merged:").strip()
+        folder = models_dir() / "merged" / name
+        if not name or not inside(models_dir() / "merged", folder) or not (folder / "config.json").exists():
+            raise ModelLoadError(f"No merged model {name!r} under {models_dir() / 'merged'}.")
+        return str(folder.resolve())
+    try:
+        return resolve_model(choice)
+    except ModelError as exc:
+        raise ModelLoadError(str(exc)) from None
+
+
+def adapter_base(adapter: Path) -> str:
+    """The base model an adapter was trained on, as named in its own adapter_config.json."""
+    try:
+        config = json.loads((adapter / "adapter_config.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"The adapter at {adapter} has an unreadable adapter_config.json ({exc}).") from None
+    base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    if not base:
+        raise ModelLoadError(f"The adapter at {adapter} does not name its base model (base_model_name_or_path).")
+    try:
+        return resolve_model(base)
+    except ModelError as exc:
+        raise ModelLoadError(f"The adapter at {adapter} needs base model {base}, which cannot be used: {exc}") from None
+
+
+def cache_key(path: str) -> str:
+    folder = Path(path)
+    return str(folder.resolve()) if folder.exists() else path
+
+
+def _get_base(path: str) -> Base:
+    key = cache_key(path)
+    if key in _bases:
+        _bases.move_to_end(key)
+        return _bases[key]
+    while len(_bases) >= MAX_BASES:
+        _evict(next(iter(_bases)))
+    model, tokenizer = load_base(path)
+    _bases[key] = Base(key, model, tokenizer)
+    return _bases[key]
+
+
+def _evict(key: str) -> None:
+    """Drop a base and everything loaded on it. A generation still running keeps its own reference until it ends."""
+    _bases.pop(key)
+    for choice in [c for c, loaded in _by_choice.items() if loaded.base.key == key]:
+        del _by_choice[choice]
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def load_base(path: str):
+    """A model and tokenizer for inference: 4-bit NF4 on a GPU, full precision on the CPU."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    if torch.cuda.is_available():
+        compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        quantization = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute,
+        )
+        kwargs = {"quantization_config": quantization, "device_map": {"": 0}, "dtype": compute}
+    else:
+        kwargs = {"dtype": torch.float32}
+    try:
+        tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path))
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        raise ModelLoadError(f"Cannot load the model {path}: {exc}") from None
+    model.eval()
+    return model, tokenizer
+
+
+def prepare_tokenizer(tokenizer):
+    """Left padding (prompts end where generation starts) and a pad token, for batched generation."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _attach_adapter(base: Base, adapter: Path) -> str:
+    """Load an adapter onto its base (once) and return its PEFT adapter name. Waits for replies on the base."""
+    from peft import PeftModel
+
+    with base.lock:
+        if str(adapter) in base.adapters:
+            return base.adapters[str(adapter)]
+        name = f"adapter{len(base.adapters)}"
+        try:
+            if base.has_adapters:
+                base.model.load_adapter(str(adapter), adapter_name=name, is_trainable=False)
+            else:
+                base.model = PeftModel.from_pretrained(base.model, str(adapter), adapter_name=name, is_trainable=False)
+        except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
+            _discard_failed(base, name)
+            raise ModelLoadError(f"The adapter at {adapter} is broken or does not fit its base: {exc}") from None
+        base.adapters[str(adapter)] = name  # under the lock: `activated()` never sees a PeftModel without its names
+    return name
+
+
+def _discard_failed(base: Base, name: str) -> None:
+    """Undo a half-loaded adapter so the base stays usable."""
+    if base.has_adapters:
+        if name in base.model.peft_config:
+            base.model.delete_adapter(name)
+        base.model.set_adapter(next(iter(base.adapters.values())), inference_mode=True)
+        return
+    # PEFT may already have put this adapter's LoRA layers into the bare model: drop it so the next use loads it
+    # afresh. (A reply that was waiting on this base still finishes on it; freshly trained LoRA layers start as
+    # no-ops, so only an adapter saved with init_lora_weights=False could change that reply.)
+    with _lock:
+        if _bases.get(base.key) is base:
+            _evict(base.key)
+
+
+def adapter_tokenizer(adapter: Path, base: Base):
+    """The tokenizer saved with the adapter when there is one (training may change its template), else the base's."""
+    if not (adapter / "tokenizer_config.json").exists():
+        return base.tokenizer
+    from transformers import AutoTokenizer
+
+    try:
+        return prepare_tokenizer(AutoTokenizer.from_pretrained(adapter))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"The adapter at {adapter} has a broken tokenizer: {exc}") from None
+
+
+# ---- listing what can be picked ----
+
+
+def list_choices() -> list[tuple[str, str]]:
+    """(label, value) pairs for the model picker: the embedded default, finished jobs' adapters, merged models, and
+    the tutor server's models when MATH_STUDIO_OPENAI_URL is set (see tutor/remote.py)."""
+    choices = [(EMBEDDED_LABEL, EMBEDDED)]
+    jobs = [job for job in jobs_dir().iterdir() if (job / "adapter" / "adapter_config.json").is_file()]
+    for job in sorted(jobs, key=lambda job: job_status(job).get("finished") or "", reverse=True):
+        choices.append((adapter_label(job), f"adapter:{job.name}"))
+    merged = models_dir() / "merged"
+    if merged.is_dir():
+        for folder in sorted(merged.iterdir()):
+            if (folder / "config.json").is_file():
+                choices.append((merged_label(folder), f"merged:{folder.name}"))
+    return choices + remote_choices()
+
+
+def job_status(job: Path) -> dict:
+    try:
+        status = json.loads((job / "status.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def job_state(job: Path) -> str:
+    return job_status(job).get("state", "unknown")
+
+
+def adapter_label(job: Path) -> str:
+    status = job_status(job)
+    date = (status.get("finished") or status.get("created") or "")[:16].replace("T", " ")
+    parts = [status.get("name") or job.name, short_model_name(adapter_base_name(job / "adapter")), date]
+    return " · ".join(part for part in parts if part)
+
+
+def merged_label(folder: Path) -> str:
+    try:
+        info = json.loads((folder / "merge.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        info = {}
+    base = short_model_name(info.get("base", "")) if isinstance(info, dict) else ""
+    return f"{folder.name} (merged{' from ' + base if base else ''})"
+
+
+def adapter_base_name(adapter: Path) -> str:
+    """The base model as the job's config names it (e.g. embedded:...), else as adapter_config.json does."""
+    for path in (adapter / "config.yaml", adapter.parent / "config.yaml"):
+        if path.is_file():
+            try:
+                config = yaml.safe_load(path.read_text())
+            except yaml.YAMLError:
+                continue  # a damaged config only costs the label its base name; loading reads adapter_config.json
+            if isinstance(config, dict) and config.get("base_model"):
+                return str(config["base_model"])
+    try:
+        return json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path", "")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return ""
+
+
+_EMBEDDED_PATH = re.compile(r"(^embedded:|/models/embedded/)smollm2-135m-instruct/?$")
+
+
+def short_model_name(name: str) -> str:
+    """A base model named briefly: the embedded default by its name, a folder by its last part, a Hub id as is."""
+    if not name:
+        return ""
+    if _EMBEDDED_PATH.search(name):
+        return "SmolLM2-135M (embedded)"
+    return Path(name).name if name.startswith(("/", "~", ".")) else name
+
+
+def display_name(choice: str) -> str:
+    if choice == EMBEDDED:
+        return EMBEDDED_LABEL
+    if choice.startswith("adapter:"):
+        ref = choice.removeprefix("adapter:")
+        job = jobs_dir() / ref
+        if "/" not in ref and job.is_dir():
+            return adapter_label(job)
+    return choice
