@@ -46,6 +46,14 @@ def stream_reply(
 
     Setting `stop` (or closing this generator) ends generation; the text so far is what was yielded last.
     """
+    if choice.startswith("remote:"):  # a model of the OpenAI-compatible tutor server: see tutor/remote.py
+        from tutor.remote import stream_remote
+
+        settings = settings or ChatSettings()
+        opening = [{"role": "assistant", "content": THINK_OPEN}] if settings.think_first else []  # vLLM continues it
+        yield from stream_remote(choice.removeprefix("remote:"), build_messages(history, settings.system_prompt)
+                                 + opening, settings, stop or threading.Event())
+        return
     from transformers import TextIteratorStreamer
 
     settings = settings or ChatSettings()
