@@ -37,7 +37,7 @@ def test_instructor_trains_the_offline_default_in_the_browser(data_root, tmp_pat
         examples = page.locator("#preview-examples")
         examples.get_by_text("<|im_start|>assistant", exact=False).first.wait_for(timeout=120_000)
         assert "<think>" in examples.inner_text() and "\\boxed{" in examples.inner_text()
-        assert re.search(r"would be truncated at max_seq_length 384", page.content())
+        assert re.search(r"would be truncated at max_seq_length 512", page.content())
 
         page.get_by_role("button", name="Launch training").click()
         page.locator(".job-progress").wait_for(timeout=60_000)

@@ -8,6 +8,7 @@
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 
@@ -20,6 +21,9 @@ def cmd_train(args) -> int:
 
     if args.job:  # started by the app's queue (or by hand) for a job folder that already exists
         path = jobs.job_dir(args.job)
+    elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise jobs.JobError("Under accelerate launch every process would create its own job: create the job first "
+                            "(the app's queue does), then pass --job JOB.")
     else:
         config = PRESETS[args.preset] if args.preset else JobConfig()
         if args.config:

@@ -4,20 +4,28 @@ Started by the app (through `python -m trainer train --config ... --job ...`) or
 Exceptions are caught only at the top (`run_job`), recorded as `failed` with advice, and the process exits non-zero.
 """
 
+import errno
+import functools
+import inspect
 import json
 import logging
+import os
+import re
 import shutil
 import time
 from pathlib import Path
 
 import psutil
 import torch
-from transformers import TrainerCallback
+from transformers import AttentionInterface, TrainerCallback
 
 from trainer.config import JobConfig
-from trainer.jobs import read_progress, update_status, write_json, now
+from trainer.jobs import now, read_progress, read_status, update_status, write_json
 
 log = logging.getLogger("trainer")
+OUT_OF_MEMORY_RE = re.compile(r"out of memory|can't allocate memory", re.I)  # CUDA's words, and the CPU allocator's
+DISK_FULL_RE = re.compile(r"no space left on device|os error 28|StorageFull", re.I)  # as OSError, Rust and safetensors
+LOW_DISK_BYTES = 1 << 20  # less free than this when a write failed: the disk is full (torch.save does not say so)
 
 
 def device_name() -> str:
@@ -26,16 +34,39 @@ def device_name() -> str:
     return f"CPU ({psutil.cpu_count()} cores)"
 
 
+def is_main_process() -> bool:
+    """Rank 0 under `accelerate launch` (the process that writes the job folder), or the only process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def memory_mb() -> float:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
     return psutil.Process().memory_info().rss / 2**20
 
 
+def complete(checkpoint: Path) -> bool:
+    """The Trainer finished writing this checkpoint: its state file, written last, is there and whole."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+        return True
+    except (OSError, ValueError):  # absent, or cut short by a kill or a full disk
+        return False
+
+
 def last_checkpoint(path: Path) -> Path | None:
-    """The newest complete checkpoint: one the Trainer finished writing (its state file is written last)."""
-    done = [c for c in (path / "checkpoints").glob("checkpoint-*") if (c / "trainer_state.json").exists()]
+    """The newest complete checkpoint."""
+    done = [c for c in (path / "checkpoints").glob("checkpoint-*") if complete(c)]
     return max(done, key=lambda c: int(c.name.split("-")[1]), default=None)
+
+
+def remove_incomplete(path: Path) -> None:
+    """Delete checkpoints (and an adapter) whose writing a kill or a full disk cut short: they are never used, and
+    they hold the disk space that recording the failure needs."""
+    for checkpoint in (path / "checkpoints").glob("checkpoint-*"):
+        if not complete(checkpoint):
+            shutil.rmtree(checkpoint, ignore_errors=True)
+    shutil.rmtree(path / "adapter.partial", ignore_errors=True)
 
 
 class JobCallback(TrainerCallback):
@@ -50,17 +81,19 @@ class JobCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.start_step = state.global_step
         self.tokens_at_start = state.num_input_tokens_seen
-        update_status(self.path, total_steps=state.max_steps, step=state.global_step)
+        if state.is_world_process_zero:
+            update_status(self.path, total_steps=state.max_steps, step=state.global_step)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if (self.path / "CANCEL").exists():
+        if cancel_requested(self.path, args.device):
             control.should_save = True  # a checkpoint at this very step, so resume continues from here
             control.should_training_stop = True
-        update_status(self.path, step=state.global_step)
+        if state.is_world_process_zero:
+            update_status(self.path, step=state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs.get("loss") is None and logs.get("eval_loss") is None:
-            return  # the end-of-training summary, not a step
+        if not state.is_world_process_zero or (logs.get("loss") is None and logs.get("eval_loss") is None):
+            return  # another data-parallel process, or the end-of-training summary rather than a step
         elapsed = time.time() - self.started
         done = max(state.global_step - self.start_step, 1)
         row = {
@@ -74,23 +107,93 @@ class JobCallback(TrainerCallback):
             handle.write(json.dumps(row) + "\n")
 
 
+def cancel_requested(path: Path, device) -> bool:
+    """CANCEL exists; data-parallel processes agree on it, so that they all stop at the same step."""
+    cancel = (path / "CANCEL").exists()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        flag = torch.tensor([float(cancel)], device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        cancel = bool(flag.item())
+    return cancel
+
+
+def use_bf16(config: JobConfig) -> bool:
+    """bf16 where the GPU has it; CPUs and older GPUs train in fp32."""
+    return config.bf16 and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def attention_for(config: JobConfig) -> str:
+    """The attention implementation for this job on this machine.
+
+    "auto" is PyTorch's varlen flash kernel for padding-free batches on a GPU with bf16 (Ampere or newer), and sdpa
+    elsewhere, which keeps padding-free examples apart with a mask built from their position ids.
+    """
+    if config.attention != "auto":
+        return config.attention
+    flat = config.padding_free or config.packing
+    if flat and use_bf16(config) and torch.cuda.get_device_capability() >= (8, 0):
+        return "varlen"
+    return "sdpa"
+
+
+def varlen_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, sliding_window=None,
+                     softcap=None, cu_seq_lens_q=None, max_length_q=None, **kwargs):
+    """Causal attention within each example of a padding-free row, through torch.nn.attention.varlen.
+
+    The example boundaries are the `cu_seq_lens_q` that TRL's padding-free collator passes with every batch, so no
+    mask is built and no token attends across examples. query, key, value: (1, heads, tokens, head_dim).
+    """
+    from torch.nn.attention.varlen import varlen_attn
+
+    if cu_seq_lens_q is None or query.shape[0] != 1:
+        raise ValueError("attention = varlen needs padding-free batches: set padding_free: true, or attention: sdpa.")
+    if softcap or (dropout and module.training):
+        raise ValueError("attention = varlen has no attention softcapping or dropout; set attention: sdpa.")
+    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (tokens, heads, head_dim)
+    grouped = {}
+    if k.shape[1] != q.shape[1]:  # grouped-query attention: torch 2.13 shares kv heads in the kernel, 2.11 does not
+        if "enable_gqa" in varlen_parameters():
+            grouped = {"enable_gqa": True}
+        else:
+            k, v = (t.repeat_interleave(q.shape[1] // t.shape[1], dim=1) for t in (k, v))
+    cu, longest = cu_seq_lens_q.to(q.device, torch.int32), int(max_length_q)
+    window = (sliding_window - 1 if sliding_window else -1, 0)  # (-1, 0): causal; (w - 1, 0): the last w tokens
+    out = varlen_attn(q, k, v, cu, cu, longest, longest, scale=scaling, window_size=window, **grouped)
+    return out[None], None
+
+
+@functools.cache
+def varlen_parameters() -> set[str]:
+    from torch.nn.attention.varlen import varlen_attn
+
+    return set(inspect.signature(varlen_attn).parameters)
+
+
+AttentionInterface.register("varlen", varlen_attention)
+
+
 def load_base(config: JobConfig, model_path: str):
+    """The base model for LoRA: quantized as configured, in bf16 or fp32, with this machine's attention kernel.
+
+    Under `accelerate launch` every process holds a whole copy on its own GPU (data parallel); a single process
+    spreads a model across the GPUs it sees.
+    """
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    dtype = torch.bfloat16 if config.bf16 else torch.float32
+    dtype = torch.bfloat16 if use_bf16(config) else torch.float32
     quant = None
     if config.quantization == "4bit":
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                    bnb_4bit_use_double_quant=config.double_quant, bnb_4bit_compute_dtype=dtype)
     elif config.quantization == "8bit":
         quant = BitsAndBytesConfig(load_in_8bit=True)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, quantization_config=quant,
-                                                 device_map="auto" if torch.cuda.is_available() else None)
-    if quant is not None:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
-    return model
+    device_map = None
+    if torch.cuda.is_available():
+        device_map = {"": int(os.environ["LOCAL_RANK"])} if "LOCAL_RANK" in os.environ else "auto"
+    # No fp32 upcast of norms and embeddings (peft's prepare_model_for_kbit_training): it doubles activation memory and
+    # slows every step; PEFT freezes the base, TRL keeps the adapters in bf16 and enables input grads for checkpointing.
+    return AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, quantization_config=quant,
+                                                device_map=device_map, attn_implementation=attention_for(config))
 
 
 def build_trainer(config: JobConfig, path: Path):
@@ -113,11 +216,14 @@ def build_trainer(config: JobConfig, path: Path):
         gradient_accumulation_steps=config.gradient_accumulation_steps, learning_rate=config.learning_rate,
         lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
         num_train_epochs=config.num_epochs, max_steps=config.max_steps, optim=config.optimizer, seed=config.seed,
-        max_length=config.max_seq_length, packing=config.packing, bf16=config.bf16,
+        # build_datasets truncates already; TRL refuses max_length for padding-free batches without packing
+        max_length=config.max_seq_length if config.packing or not config.padding_free else None,
+        packing=config.packing, padding_free=config.padding_free, bf16=use_bf16(config),
         activation_checkpointing=config.gradient_checkpointing, logging_steps=1, save_steps=config.save_steps,
         save_total_limit=2, eval_strategy="steps" if eval_ds is not None else "no",
         eval_steps=max(config.save_steps, 1), include_num_input_tokens_seen="non_padding", report_to=[],
         dataloader_num_workers=0, disable_tqdm=False, use_cpu=not torch.cuda.is_available(),
+        ddp_find_unused_parameters=False,
     )
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=config.target_modules, task_type="CAUSAL_LM")
@@ -129,18 +235,26 @@ def build_trainer(config: JobConfig, path: Path):
 def train_job(path: Path) -> str:
     """Train the job in `path` to the end or to a cancel. Returns the final state."""
     config = JobConfig.load(path / "config.yaml").validate()
-    status = update_status(path, state="running", device=device_name(), started=now(), reason="",
-                           pid=psutil.Process().pid, pid_started=psutil.Process().create_time())
+    main = is_main_process()
+    status = read_status(path)
     checkpoint = last_checkpoint(path) if status.get("resume") else None
-    keep_rows = [r for r in read_progress(path) if checkpoint and r["step"] <= int(checkpoint.name.split("-")[1])]
-    (path / "progress.jsonl").write_text("".join(json.dumps(r) + "\n" for r in keep_rows))
-    if checkpoint is None:
-        shutil.rmtree(path / "checkpoints", ignore_errors=True)
-    log.info("training %s on %s%s", path.name, device_name(), f", resuming from {checkpoint.name}" if checkpoint else "")
+    if main:
+        update_status(path, state="running", device=device_name(), started=now(), reason="",
+                      pid=psutil.Process().pid, pid_started=psutil.Process().create_time())
+        keep_rows = [r for r in read_progress(path) if checkpoint and r["step"] <= int(checkpoint.name.split("-")[1])]
+        (path / "progress.jsonl").write_text("".join(json.dumps(r) + "\n" for r in keep_rows))
+        if checkpoint is None:
+            shutil.rmtree(path / "checkpoints", ignore_errors=True)
+        else:
+            remove_incomplete(path)  # a save cut short by a kill: resume goes on from the last complete one
+    log.info("training %s on %s with %s attention in %s%s", path.name, device_name(), attention_for(config),
+             "bf16" if use_bf16(config) else "fp32", f", resuming from {checkpoint.name}" if checkpoint else "")
     started = time.time()
     trainer, tokenizer = build_trainer(config, path)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     cancelled = (path / "CANCEL").exists()
+    if not main:
+        return "cancelled" if cancelled else "completed"  # rank 0 writes the adapter, metrics and status
     save_adapter(trainer, tokenizer, config, path)
     losses = [r["loss"] for r in read_progress(path) if r.get("loss") is not None]
     previous = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").exists() else {}
@@ -169,15 +283,17 @@ def save_adapter(trainer, tokenizer, config: JobConfig, path: Path) -> None:
     tmp.rename(path / "adapter")
 
 
-def explain_failure(exc: BaseException) -> str:
-    """The reason in words a user can act on."""
+def explain_failure(exc: BaseException, free_bytes: int | None = None) -> str:
+    """The reason in words a user can act on; `free_bytes`: the disk space left under the job when it failed."""
     text = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+    low_disk = free_bytes is not None and free_bytes < LOW_DISK_BYTES and isinstance(exc, (OSError, RuntimeError))
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or DISK_FULL_RE.search(str(exc)) or low_disk:
+        return (f"The disk is full ({text}). Free space under the data root or delete old jobs, then resume: "
+                "training continues from the last complete checkpoint.")
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or OUT_OF_MEMORY_RE.search(str(exc)):
         return (f"Out of memory ({exc}). Lower per_device_batch_size or max_seq_length, raise "
                 "gradient_accumulation_steps to keep the effective batch, or enable 4-bit quantization and "
                 "gradient_checkpointing.")
-    if isinstance(exc, OSError) and exc.errno == 28:
-        return f"The disk is full ({exc}). Free space under the data root or delete old jobs, then resume."
     if isinstance(exc, ValueError):
         return str(exc)  # our own config, data and model errors are already written for a user
     return text
@@ -191,5 +307,8 @@ def run_job(path: Path) -> int:
         return 0
     except BaseException as exc:  # noqa: BLE001 - recorded as failed with the reason, then re-raised as exit code
         log.exception("job %s failed", path.name)
-        update_status(path, state="failed", finished=now(), reason=explain_failure(exc))
+        reason = explain_failure(exc, shutil.disk_usage(path).free)
+        if is_main_process():
+            remove_incomplete(path)
+        update_status(path, state="failed", finished=now(), reason=reason)
         return 130 if isinstance(exc, KeyboardInterrupt) else 1

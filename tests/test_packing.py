@@ -1,0 +1,95 @@
+"""Padding-free batches keep examples apart: every token's loss is the loss it has when its example is alone.
+
+The batch comes from the worker's own trainer (`trainer.train.build_trainer` with the app's defaults: padding-free,
+attention chosen for this machine, sdpa on a CPU), so this checks the path that training takes. The GPU's varlen
+path runs here too, with a per-example stand-in for torch's flash kernel (which has no CPU version); the kernel
+itself is compared on the GPU by benchmarks/train_throughput.py --check-packing.
+"""
+
+import torch.nn.attention.varlen
+import pytest
+import torch
+import torch.nn.functional as F
+
+from trainer import jobs
+from trainer.config import JobConfig
+from trainer.train import attention_for, build_trainer, varlen_attention, varlen_parameters
+
+
+def varlen_stand_in(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None, window_size=(-1, -1),
+                    enable_gqa=False):
+    """torch.nn.attention.varlen.varlen_attn for a CPU: causal sdpa over each sequence on its own."""
+    assert window_size == (-1, 0) and torch.equal(cu_seq_q, cu_seq_k) and enable_gqa
+    out = torch.empty_like(query)
+    for start, end in zip(cu_seq_q[:-1].tolist(), cu_seq_q[1:].tolist()):
+        q, k, v = (t[start:end].transpose(0, 1)[None] for t in (query, key, value))
+        out[start:end] = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
+                                                        enable_gqa=True)[0].transpose(0, 1)
+    return out
+
+
+@pytest.fixture(params=["auto", "varlen"])
+def packed(request, tiny_model_dir, tmp_path, monkeypatch):
+    """The worker's trainer on the tiny model with non-zero adapters, and its first padding-free batch."""
+    monkeypatch.setenv("MATH_STUDIO_HOME", str(tmp_path / "studio"))
+    if request.param == "varlen":
+        monkeypatch.setattr(torch.nn.attention.varlen, "varlen_attn", varlen_stand_in)
+        varlen_parameters.cache_clear()
+    config = JobConfig(base_model=str(tiny_model_dir), dataset="builtin:basic-math", max_samples=6, eval_fraction=0,
+                       per_device_batch_size=6, max_steps=1, attention=request.param)
+    trainer, _ = build_trainer(config, jobs.create_job(config, name="packing"))
+    torch.manual_seed(1)
+    for name, param in trainer.model.named_parameters():
+        if "lora_B" in name:  # zero at the start: make the adapters change the output, so they are checked too
+            param.data.normal_(0, 0.05)
+    batch = next(iter(trainer.get_train_dataloader()))
+    yield trainer, trainer.model.eval(), batch
+    varlen_parameters.cache_clear()
+
+
+def token_losses(model, input_ids, labels, **extra):
+    """Per-token negative log-likelihood through the fused LM head, as SFTTrainer.compute_loss takes it."""
+    with torch.no_grad():
+        return -model(input_ids=input_ids, labels=labels, fused_lm_head=True, **extra).log_probs[0]
+
+
+def alone(model, batch, start, end):
+    """The losses of the example at [start, end) of the row, given on its own (a batch of one example)."""
+    bounds = torch.tensor([0, end - start], dtype=torch.int32)
+    return token_losses(model, batch["input_ids"][:, start:end], batch["labels"][:, start:end],
+                        cu_seq_lens_q=bounds, cu_seq_lens_k=bounds, max_length_q=end - start, max_length_k=end - start)
+
+
+def test_a_padding_free_batch_gives_every_token_its_unpacked_loss(packed):
+    trainer, model, batch = packed
+    assert attention_for(JobConfig()) == "sdpa"  # "auto" on a CPU
+    assert model.config._attn_implementation in ("sdpa", "varlen")
+    assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch  # one row, no padding
+    starts = batch["cu_seq_lens_q"].tolist()
+    assert len(starts) == 7  # the six examples, end to end
+
+    packed_losses = token_losses(model, **batch)
+    for start, end in zip(starts[:-1], starts[1:]):
+        learned = batch["labels"][0, start + 1 : end] != -100
+        assert learned.sum() > 5  # the answer's tokens
+        torch.testing.assert_close(packed_losses[start : end - 1], alone(model, batch, start, end), atol=1e-3, rtol=0)
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, dict(batch)).item()  # the mean the optimizer steps on
+    assert loss == pytest.approx(packed_losses.sum().item() / (batch["labels"][:, 1:] != -100).sum().item(), abs=1e-4)
+
+
+def test_the_check_fails_when_examples_see_each_other(packed):
+    """The same row with one running position (plain causal attention over the row) gives other losses."""
+    _, model, batch = packed
+    model.set_attn_implementation("sdpa")
+    starts = batch["cu_seq_lens_q"].tolist()
+    mixed = token_losses(model, batch["input_ids"], batch["labels"],
+                         position_ids=torch.arange(batch["input_ids"].shape[1])[None])
+    second = slice(starts[1], starts[2] - 1)
+    assert (mixed[second] - alone(model, batch, starts[1], starts[2])).abs().max() > 1e-2
+
+
+def test_varlen_attention_refuses_padded_batches():
+    query = torch.zeros(2, 4, 8, 16)
+    with pytest.raises(ValueError, match="padding_free"):
+        varlen_attention(torch.nn.Module(), query, query, query, None)
