@@ -18,7 +18,8 @@ import pandas as pd
 
 from trainer import basic_math, jobs, publish
 from trainer.config import PRESETS, TUTOR_PROMPT, ConfigError, JobConfig
-from trainer.models import EMBEDDED, ModelError
+from trainer.data import parse_spec
+from trainer.models import EMBEDDED, ModelError, check_model_fit, resolve_model
 from trainer.paths import storage_warning
 from tutor.answers import check_student_answer
 from tutor.chat import ChatSettings, stream_reply
@@ -37,6 +38,13 @@ CONFIG_FIELDS = [f for f in dataclasses.fields(JobConfig)]
 BASIC = ["base_model", "dataset", "max_samples", "quantization", "lora_r", "lora_alpha", "max_seq_length",
          "per_device_batch_size", "gradient_accumulation_steps", "learning_rate", "num_epochs", "max_steps"]
 JOB_COLUMNS = ["id", "name", "state", "queue", "step", "base model", "created"]
+# Bounds on what one request may ask for; beyond them a student gets a message instead of a stuck server.
+QUEUE_SIZE = int(os.environ.get("MATH_STUDIO_QUEUE_SIZE", "64"))  # requests waiting; beyond: "busy, try again"
+MAX_UPLOAD = "100mb"  # Gradio refuses bigger uploads (HTTP 413)
+MAX_QUESTION_CHARS = 20_000  # about 5,000 tokens: more than the embedded model's context leaves for a question
+MAX_CONVERSATION_CHARS = 200_000  # all earlier turns sent with a question
+MAX_NEW_TOKENS = 2048
+OUT_OF_MEMORY_RE = re.compile(r"out of memory|can't allocate memory", re.I)  # CUDA's words, and the CPU allocator's
 
 
 def instructor_required() -> bool:
@@ -44,15 +52,23 @@ def instructor_required() -> bool:
     return bool(os.environ.get("INSTRUCTOR_PASSWORD") or os.environ.get("SPACE_ID"))
 
 
-def check_instructor(password: str) -> None:
-    """Called first in every instructor event handler, so the API cannot skip what the page hides."""
+def instructor_refusal(password: str) -> str:
+    """Why `password` does not open the instructor side, or "" when it does (or when none is needed)."""
     if not instructor_required():
-        return
+        return ""
     expected = os.environ.get("INSTRUCTOR_PASSWORD", "")
     if not expected:
-        raise gr.Error("The instructor side is closed: set the INSTRUCTOR_PASSWORD secret of this Space to open it.")
-    if not hmac.compare_digest((password or "").encode(), expected.encode()):
-        raise gr.Error("Instructor login needed: enter the instructor password at the top of the page.")
+        return "The instructor side is closed: set the INSTRUCTOR_PASSWORD secret of this Space to open it."
+    if not hmac.compare_digest(str(password or "").encode(), expected.encode()):
+        return "Instructor login needed: enter the instructor password at the top of the page."
+    return ""
+
+
+def check_instructor(password: str) -> None:
+    """Called first in every instructor event handler, so the API cannot skip what the page hides."""
+    refusal = instructor_refusal(password)
+    if refusal:
+        raise gr.Error(refusal)
 
 
 ZERO_GPU_NOTE = ("This Space runs on ZeroGPU hardware, which lends a GPU for one short call at a time: training needs "
@@ -122,7 +138,10 @@ def launch_job(password, name, *values):
     if on_zero_gpu():
         raise gr.Error(ZERO_GPU_NOTE)
     try:
-        path = jobs.create_job(form_config(values), name=name or "")
+        config = form_config(values)
+        parse_spec(config.dataset)
+        check_model_fit(config, resolve_model(config.base_model))  # refused now, not by the worker in a minute
+        path = jobs.create_job(config, name=name or "")
     except (ConfigError, ModelError, ValueError) as exc:
         raise gr.Error(str(exc)) from None
     jobs.schedule()
@@ -151,8 +170,11 @@ def progress_html(status: dict, last: dict) -> str:
             f"<small>step {step} / {total or '?'} ({share:.0%}){eta_text}</small></div>")
 
 
-def job_view(job_id):
+def job_view(password, job_id):
     """Everything the monitor shows for one job, read from its folder."""
+    refusal = instructor_refusal(password)
+    if refusal:
+        return refusal, "", None, None, ""
     if not job_id:
         return "Pick a job to monitor.", "", None, None, ""
     try:
@@ -189,16 +211,20 @@ def job_action(password, action, job_id):
                 raise gr.Error(ZERO_GPU_NOTE)
             jobs.resume_job(job_id)
             jobs.schedule()
-        else:
+        elif action == "delete":
             jobs.delete_job(job_id)
+        else:
+            raise gr.Error(f"Unknown job action {action!r}.")
     except jobs.JobError as exc:
         raise gr.Error(str(exc)) from None
     return gr.Dropdown(choices=job_ids(), value=None if action == "delete" else job_id)
 
 
-def refresh_jobs(job_id):
+def refresh_jobs(password, job_id):
+    if instructor_refusal(password):  # students see no jobs, logs or names
+        return pd.DataFrame(columns=JOB_COLUMNS), gr.Dropdown(choices=[], value=None), *job_view(password, job_id)
     ids = job_ids()
-    return jobs_table(), gr.Dropdown(choices=ids, value=job_id if job_id in ids else None), *job_view(job_id)
+    return jobs_table(), gr.Dropdown(choices=ids, value=job_id if job_id in ids else None), *job_view(password, job_id)
 
 
 def build_train(password: gr.Textbox):
@@ -227,8 +253,11 @@ def build_train(password: gr.Textbox):
                 lengths_summary = gr.Markdown()
                 histogram = gr.BarPlot(x="tokens", y="examples", title="Token length per example", height=220)
                 examples = gr.Markdown(elem_id="preview-examples")
-            jobs_df = gr.Dataframe(jobs_table(), label="Jobs", interactive=False, wrap=True)
-            job = gr.Dropdown(job_ids(), label="Monitor job", allow_custom_value=False)
+            closed = instructor_required()  # then filled in by the timer, for the instructor only
+            jobs_df = gr.Dataframe(pd.DataFrame(columns=JOB_COLUMNS) if closed else jobs_table(), label="Jobs",
+                                   interactive=False, wrap=True)
+            # Custom values: an API client may act on a job created after it connected; every handler checks the id.
+            job = gr.Dropdown([] if closed else job_ids(), label="Monitor job", allow_custom_value=True)
             facts = gr.Markdown(elem_id="job-facts")
             progress = gr.HTML(elem_id="job-progress")
             with gr.Row():
@@ -239,14 +268,15 @@ def build_train(password: gr.Textbox):
                 resume_btn = gr.Button("Resume")
                 delete_btn = gr.Button("Delete")
             log = gr.Code(label="Log (tail)", language=None, lines=10)
-    preset.change(preset_values, preset, ordered)
+    preset.change(preset_values, preset, ordered, api_visibility="private")
     preview_btn.click(preview_data, [password, *ordered], [examples, histogram, lengths_summary])
     launch_btn.click(launch_job, [password, name, *ordered], job)
     monitor = [facts, progress, loss_plot, lr_plot, log]
-    job.change(job_view, job, monitor)
+    job.change(job_view, [password, job], monitor, api_visibility="private")
     for button, action in [(cancel_btn, "cancel"), (resume_btn, "resume"), (delete_btn, "delete")]:
         button.click(job_action, [password, gr.State(action), job], job)
-    gr.Timer(2).tick(refresh_jobs, job, [jobs_df, job, *monitor], show_progress="hidden")
+    gr.Timer(2).tick(refresh_jobs, [password, job], [jobs_df, job, *monitor], show_progress="hidden",
+                     api_visibility="private")
 
 
 # ---------------------------------------------------------------- Publish
@@ -368,20 +398,67 @@ def chat(message: str, history: list[dict] | None = None, model: str = EMBEDDED,
          top_p: float = 0.9, max_new_tokens: int = 512, system_prompt: str = TUTOR_PROMPT,
          think_first: bool = False) -> Iterator[str]:
     """The tutor as an API (`/chat`): streams the reply so far to `message` after `history` (role/content dicts)."""
-    settings = ChatSettings(float(temperature), float(top_p), int(max_new_tokens), system_prompt or TUTOR_PROMPT,
-                            bool(think_first))
-    turns = [{"role": m["role"], "content": m["content"]} for m in history or []]
+    messages = [*checked_turns(history), {"role": "user", "content": checked_question(message)}]
+    settings = checked_settings(temperature, top_p, max_new_tokens, system_prompt, think_first)
     try:
-        yield from stream_reply(model or EMBEDDED, [*turns, {"role": "user", "content": message}], settings)
+        yield from stream_reply(checked_model(model), messages, settings)
     except (ModelError, ValueError) as exc:
         raise gr.Error(str(exc)) from None
+    except (RuntimeError, MemoryError) as exc:
+        if not OUT_OF_MEMORY_RE.search(f"{type(exc).__name__} {exc}"):
+            raise
+        raise gr.Error("The server ran out of memory for this reply: lower max new tokens, or ask again in a "
+                       "moment.") from None
+
+
+def checked_question(message) -> str:
+    if not isinstance(message, str) or not message.strip():
+        raise gr.Error("Type a question first.")
+    if len(message) > MAX_QUESTION_CHARS:
+        raise gr.Error(f"The question has {len(message):,} characters; at most {MAX_QUESTION_CHARS:,} fit. "
+                       "Shorten it.")
+    return message
+
+
+def checked_turns(history) -> list[dict]:
+    """The conversation so far as role/content dicts, or a gr.Error saying what is wrong with it."""
+    turns = history or []
+    if not isinstance(turns, list) or not all(
+            isinstance(m, dict) and m.get("role") in ("user", "assistant") and isinstance(m.get("content"), str)
+            for m in turns):
+        raise gr.Error('history must be a list of {"role": "user" or "assistant", "content": text} messages.')
+    if sum(len(m["content"]) for m in turns) > MAX_CONVERSATION_CHARS:
+        raise gr.Error("This conversation is too long to go on: start a new chat.")
+    return [{"role": m["role"], "content": m["content"]} for m in turns]
+
+
+def checked_settings(temperature, top_p, max_new_tokens, system_prompt, think_first) -> ChatSettings:
+    try:
+        settings = ChatSettings(float(temperature), float(top_p), int(max_new_tokens), system_prompt or TUTOR_PROMPT,
+                                bool(think_first))
+    except (TypeError, ValueError, OverflowError):
+        raise gr.Error("temperature and top_p must be numbers, and max_new_tokens a whole number.") from None
+    temperature, top_p, max_new_tokens = settings.temperature, settings.top_p, settings.max_new_tokens
+    if not (0 <= temperature <= 2 and 0 < top_p <= 1 and 1 <= max_new_tokens <= MAX_NEW_TOKENS):
+        raise gr.Error(f"Use a temperature from 0 to 2, a top_p above 0 and up to 1, and max_new_tokens from 1 to "
+                       f"{MAX_NEW_TOKENS}.")
+    if not isinstance(settings.system_prompt, str) or len(settings.system_prompt) > MAX_QUESTION_CHARS:
+        raise gr.Error(f"The system prompt must be text of at most {MAX_QUESTION_CHARS:,} characters.")
+    return settings
+
+
+def checked_model(model) -> str:
+    """Where an instructor password is set, students pick only what the picker lists: no folders, no Hub ids."""
+    model = (model if isinstance(model, str) else "").strip() or EMBEDDED
+    if instructor_required() and model not in [value for _, value in list_choices()]:
+        raise gr.Error(f"{model!r} is not one of this class's models: pick one from the list (the embedded "
+                       "default, a finished job's adapter, a merged model or a model of the tutor server).")
+    return model
 
 
 def respond(message, turns, shown, model, temperature, top_p, max_new_tokens, system_prompt, think_first):
     """Stream a reply into the chat: reasoning as a collapsible thought, LaTeX rendered, the final answer shown."""
-    if not (message or "").strip():
-        raise gr.Error("Type a question first.")
-    shown = [*shown, {"role": "user", "content": normalize_latex(message)}]
+    shown = [*shown, {"role": "user", "content": normalize_latex(checked_question(message))}]
     started, thought_s, text = time.time(), None, ""
     yield "", turns, shown
     for text in chat(message, turns, model, temperature, top_p, max_new_tokens, system_prompt, think_first):
@@ -429,7 +506,8 @@ def build_tutor():
             with gr.Accordion("Generation settings", open=False):
                 temperature = gr.Slider(0, 1.5, value=settings.temperature, step=0.05, label="temperature (0 = greedy)")
                 top_p = gr.Slider(0.05, 1, value=settings.top_p, step=0.05, label="top-p")
-                max_new_tokens = gr.Slider(16, 2048, value=settings.max_new_tokens, step=16, label="max new tokens")
+                max_new_tokens = gr.Slider(16, MAX_NEW_TOKENS, value=settings.max_new_tokens, step=16,
+                                           label="max new tokens")
                 system_prompt = gr.Textbox(settings.system_prompt, label="Tutor system prompt", lines=4)
                 think_first = gr.Checkbox(settings.think_first, label="Think first",
                                           info="open the reply with <think>, as this app's adapters were trained to")
@@ -445,10 +523,10 @@ def build_tutor():
     events = [trigger(respond, inputs, [message, turns, chatbot], api_visibility="private")
               for trigger in (send.click, message.submit)]
     stop.click(None, cancels=events)
-    clear.click(lambda: ([], [], {}), None, [turns, chatbot, practice])
-    refresh.click(lambda: gr.Dropdown(choices=list_choices()), None, model)
-    new_problem.click(new_practice, seed, [problem, practice, seed, verdict])
-    check.click(check_answer, [student, turns, practice], verdict)
+    clear.click(lambda: ([], [], {}), None, [turns, chatbot, practice], api_visibility="private")
+    refresh.click(lambda: gr.Dropdown(choices=list_choices()), None, model, api_visibility="private")
+    new_problem.click(new_practice, seed, [problem, practice, seed, verdict], api_visibility="private")
+    check.click(check_answer, [student, turns, practice], verdict, api_visibility="private")
     gr.api(chat, api_name="chat")  # the tutor for other apps: gradio_client's submit(..., api_name="/chat") streams
 
 
@@ -456,7 +534,7 @@ def run_evaluation(password, model, adapter, benchmark, limit, batch_size, max_n
     """Evaluate base (and adapter) on the same problems; show accuracy side by side and where they disagree."""
     check_instructor(password)
     config = EvalConfig(model=model or "", adapter=adapter or "", benchmark=benchmark, limit=int(limit or 0),
-                        batch_size=int(batch_size), max_new_tokens=int(max_new_tokens))
+                        batch_size=int(batch_size or 0), max_new_tokens=int(max_new_tokens or 0))  # 0: refused
     try:
         report = evaluate(config, progress=lambda done, total, name: progress((done, total), desc=name, unit="problems"))
     except (ModelError, ValueError) as exc:
@@ -514,11 +592,20 @@ def run_scheduler(stop: threading.Event, every_s: float = 2.0) -> None:
         jobs.schedule()
 
 
+def import_libraries() -> None:
+    """Import once, before serving, what the handlers import lazily: two first requests at once would import the same
+    names in two threads, and transformers' lazy modules can then fail with an ImportError."""
+    from peft import PeftModel  # noqa: F401
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, TextIteratorStreamer  # noqa: F401
+
+
 def main():
+    import_libraries()
     jobs.list_jobs()  # on start: find every job on disk, marking those whose worker died as interrupted
     stop = threading.Event()
     threading.Thread(target=run_scheduler, args=(stop,), daemon=True, name="job-scheduler").start()
-    build_app().queue(default_concurrency_limit=8).launch(server_name=None, server_port=None)
+    build_app().queue(default_concurrency_limit=8, max_size=QUEUE_SIZE).launch(server_name=None, server_port=None,
+                                                                                max_file_size=MAX_UPLOAD)
 
 
 if __name__ == "__main__":

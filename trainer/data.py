@@ -54,6 +54,8 @@ BUILTINS = ["basic-math"]
 BUILTIN_SIZE = 1000  # examples of builtin:basic-math when neither a count nor max_samples says how many
 MAPPING_TARGETS = ["problem", "answer", "reasoning", "solution", "messages"]
 PREVIEW_LIMIT = 2000  # examples whose token length the preview measures
+MAX_WHOLE_FILE = 1 << 30  # bytes of a .json or .csv file, which are read whole; .jsonl and .parquet are streamed
+MAX_LINE = 16 << 20  # bytes of one JSON Lines line
 ROLES = {"system", "user", "assistant"}
 
 HUB_ID_RE = re.compile(r"^(?P<repo>[\w.-]+(?:/[\w.-]+)?)(?::(?P<config>[\w.-]+))?$")
@@ -192,6 +194,9 @@ def read_file(path: Path, limit: int | None) -> list[dict]:
     if path.is_dir():
         raise DataError(f"{path} is a folder: point file: at one .jsonl, .json, .csv or .parquet file.")
     suffix = path.suffix.lower()
+    if suffix in (".json", ".csv") and path.stat().st_size > MAX_WHOLE_FILE:
+        raise DataError(f"{path} is {path.stat().st_size / 2**30:.1f} GiB: {suffix} files are read whole, up to "
+                        f"{MAX_WHOLE_FILE >> 30} GiB. Save it as .jsonl or .parquet, which are read as far as needed.")
     if suffix == ".jsonl":
         rows = read_jsonl(path, limit)
     elif suffix == ".json":
@@ -210,7 +215,10 @@ def read_file(path: Path, limit: int | None) -> list[dict]:
 def read_jsonl(path: Path, limit: int | None) -> list[dict]:
     rows = []
     with open(path, "rb") as f:  # bytes, so that a bad encoding is reported on its own line
-        for number, raw in enumerate(f, 1):
+        for number, raw in enumerate(iter(lambda: f.readline(MAX_LINE + 1), b""), 1):
+            if len(raw) > MAX_LINE:
+                raise DataError(f"{path} line {number} is longer than {MAX_LINE >> 20} MiB: is it really JSON Lines, "
+                                "one example per line?")
             try:
                 line = raw.decode("utf-8").lstrip("\ufeff")
             except UnicodeDecodeError:

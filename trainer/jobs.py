@@ -31,6 +31,8 @@ ACTIVE = ("running", "cancelling")
 RESUMABLE = ("cancelled", "failed", "interrupted")
 NAME_RE = re.compile(r"[^A-Za-z0-9_-]+")
 ID_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+MAX_NAME = 100
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -83,6 +85,9 @@ def update_status(path: Path, **changes) -> dict:
 def create_job(config: JobConfig, name: str = "") -> Path:
     """Validate the config and write a queued job's folder. Returns the folder."""
     config.validate()
+    if len(name.strip()) > MAX_NAME or CONTROL_RE.search(name):
+        raise JobError(f"A job name has at most {MAX_NAME} characters and no control characters (tabs, newlines, "
+                       f"escapes); this one has {len(name.strip()):,} characters.")
     slug = NAME_RE.sub("-", name.strip()).strip("-")[:40] or "job"
     job_id = f"{datetime.now():%Y%m%d-%H%M%S}-{slug}-{secrets.token_hex(2)}"
     path = jobs_dir() / job_id
@@ -123,7 +128,13 @@ def refresh(path: Path) -> dict:
 
 def list_jobs() -> list[dict]:
     """Every job on disk, oldest first, with queue places for the waiting ones."""
-    statuses = [refresh(p) for p in sorted(jobs_dir().iterdir()) if (p / "status.json").exists()]
+    statuses = []
+    for folder in sorted(jobs_dir().iterdir()):
+        try:
+            if (folder / "status.json").exists():
+                statuses.append(refresh(folder))
+        except FileNotFoundError:  # deleted while this listed the others
+            continue
     statuses.sort(key=lambda s: (s.get("queued_at") or s["created"]))
     place = 0
     for status in statuses:
@@ -163,34 +174,58 @@ def resume_job(job_id: str) -> dict:
 
 def delete_job(job_id: str) -> None:
     path = job_dir(job_id)
-    if refresh(path)["state"] in ACTIVE:
-        raise JobError(f"Job {job_id} is still training: cancel it first.")
-    shutil.rmtree(path)
+    refresh(path)
+    with locked(path / ".lock"):  # the queue cannot start it while it is being deleted
+        if read_status(path)["state"] in ACTIVE:
+            raise JobError(f"Job {job_id} is still training: cancel it first.")
+        shutil.rmtree(path)
 
 
-def worker_command(path: Path) -> list[str]:
-    """The same command a user would run by hand to train this job in the foreground."""
-    return [sys.executable, "-m", "trainer", "train", "--config", str(path / "config.yaml"), "--job", path.name]
+def worker_command(path: Path, gpus: int | None = None) -> list[str]:
+    """The same command a user would run by hand to train this job in the foreground: with more than one GPU
+    visible, through `accelerate launch`, one data-parallel process per GPU."""
+    train = ["-m", "trainer", "train", "--config", str(path / "config.yaml"), "--job", path.name]
+    if gpus is None:
+        import torch  # counts through NVML, without starting CUDA in this process
+
+        gpus = torch.cuda.device_count()
+    if gpus > 1:
+        return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(gpus), *train]
+    return [sys.executable, *train]
 
 
 def schedule() -> str | None:
     """Start the oldest queued job if nothing is training. Returns the started job's id, if any."""
     with locked(jobs_dir() / ".schedule.lock"):
         jobs = list_jobs()
-        if any(s["state"] in ACTIVE for s in jobs):
+        if any(s["state"] in ACTIVE or worker_alive(s) for s in jobs):  # a finished worker may still be exiting
             return None
         waiting = [s for s in jobs if s["state"] == "queued"]
         if not waiting:
             return None
         path = jobs_dir() / waiting[0]["id"]
-        with open(path / "train.log", "a") as log:
-            proc = subprocess.Popen(
-                worker_command(path), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=PROJECT_ROOT, start_new_session=True,  # the worker outlives an app restart
-            )
-        update_status(path, state="running", pid=proc.pid, pid_started=psutil.Process(proc.pid).create_time(),
-                      started=now(), reason="")
-        return path.name
+        return path.name if start_worker(path) else None
+
+
+def start_worker(path: Path) -> bool:
+    """Start a queued job's worker, holding the job's lock until it is marked running, so that a cancel or a delete
+    at the same moment waits and then sees it running. False when it was cancelled or deleted since it was listed."""
+    try:
+        with locked(path / ".lock"):
+            status = read_status(path)
+            if status["state"] != "queued":
+                return False
+            with open(path / "train.log", "a") as log:
+                proc = subprocess.Popen(
+                    worker_command(path), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    cwd=PROJECT_ROOT, start_new_session=True,  # the worker outlives an app restart
+                )
+            status.update(state="running", pid=proc.pid, pid_started=psutil.Process(proc.pid).create_time(),
+                          started=now(), reason="")
+            write_json(path / "status.json", status)
+            return True
+    except FileNotFoundError:  # the job folder was deleted since it was listed
+        return False
 
 
 def reap() -> None:

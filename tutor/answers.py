@@ -21,13 +21,14 @@ from pathlib import Path
 # ---------------------------------------------------------------- extraction
 
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
-_HASHES_RE = re.compile(r"^\s*####\s*(?P<a>.+?)\s*$", re.M)
+_HASHES_RE = re.compile(r"^[ \t]*####\s*(?P<a>.+?)\s*$", re.M)  # [ \t]: `^\s*` rescans every run of blank lines
 _ANSWER_IS_RE = re.compile(r"\bthe\s+(?:final\s+|correct\s+)?answer\s+is\s*:?\s*(?P<a>[^\n]+)", re.I)
 _FINAL_ANSWER_RE = re.compile(r"\bfinal\s+answer\s*\**\s*[:=]\s*\**\s*(?P<a>[^\n]+)", re.I)
 _THEREFORE_RE = re.compile(r"\b(?:therefore|thus|hence)\b[,:]?\s*(?P<a>[^\n]+)", re.I)
 _NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 _SENTENCE_END_RE = re.compile(r"\.(?=\s|$)|[!?;](?=\s|$)")
 _WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+MAX_STUDENT_ANSWER = 1000  # characters: an answer, not an essay (sympy is not given pages to parse)
 
 
 def matching_brace(text: str, open_index: int) -> int | None:
@@ -49,10 +50,27 @@ def matching_brace(text: str, open_index: int) -> int | None:
     return None
 
 
+def brace_pairs(text: str) -> dict[int, int]:
+    """Index of every closed `{` -> index of its `}`, in one pass: what matching_brace finds for each unescaped `{`."""
+    pairs, opened, i = {}, [], 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "{":
+            opened.append(i)
+        elif char == "}" and opened:
+            pairs[opened.pop()] = i
+        i += 1
+    return pairs
+
+
 def last_boxed(text: str) -> str | None:
     """The content of the last complete \\boxed{...} (or \\fbox{...}) in text, nested braces included."""
+    pairs = brace_pairs(text)  # one pass: matching_brace per box would rescan an unclosed rest each time
     for match in reversed(list(_BOXED_RE.finditer(text))):
-        close = matching_brace(text, match.end() - 1)
+        close = pairs.get(match.end() - 1)
         if close is not None:
             return text[match.end():close].strip()
     return None
@@ -274,6 +292,8 @@ def check_student_answer(student: str, gold_or_reply: str) -> tuple[bool, str]:
     student = (student or "").strip()
     if not student:
         return False, "Type your answer first."
+    if len(student) > MAX_STUDENT_ANSWER:
+        return False, f"That is too long for an answer ({len(student):,} characters): type just the final answer."
     gold = _gold_answer(gold_or_reply or "")
     if gold is None:
         return False, "There is no final answer to compare with yet."

@@ -17,7 +17,7 @@ GSM8K's calculator notes (`<<48/2=24>>`) are dropped from the display.
 
 import re
 
-from tutor.answers import extract_answer, last_boxed, matching_brace
+from tutor.answers import brace_pairs, extract_answer, last_boxed
 
 LATEX_DELIMITERS = [
     {"left": "$$", "right": "$$", "display": True},
@@ -58,8 +58,8 @@ _KEEP_RE = re.compile(
     r"(?m:^[ \t]*```[^\n]*\n[\s\S]*?(?:^[ \t]*```[ \t]*$|\Z))"  # fenced code block
     r"|`[^`\n]+`"  # inline code
     r"|(?<!\\)\$\$[\s\S]+?\$\$"  # $$ display $$
-    r"|\\\[[\s\S]+?\\\]"  # \[ display \]
-    r"|\\\([\s\S]+?\\\)"  # \( inline \)
+    r"|\\\[(?:(?!\\\[)[\s\S])+?\\\]"  # \[ display \], not across another \[ (linear on a run of unclosed ones)
+    r"|\\\((?:(?!\\\()[\s\S])+?\\\)"  # \( inline \), likewise
 )
 _DOLLAR_RE = re.compile(r"(?<!\\)\$")
 _BLANK_LINE_RE = re.compile(r"\n[ \t]*\n")
@@ -67,10 +67,11 @@ _LATEX_WORDS_RE = re.compile(r"\\(?:text|textbf|mathrm|mbox|operatorname|begin|e
 _PROSE_RE = re.compile(r"(?<![\\A-Za-z])[a-z]{3,}|\s[a-z]{2,}")  # "each", "and", " in": not `\\cdot`, `ABC`, `2x`
 _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")
 _ENVIRONMENT_RE = re.compile(
-    r"\\begin\{(aligned|align\*?|equation\*?|gather\*?|cases|split|array|[pbvBV]?matrix)\}[\s\S]*?\\end\{\1\}"
+    r"\\begin\{(aligned|align\*?|equation\*?|gather\*?|cases|split|array|[pbvBV]?matrix)\}"
+    r"(?:(?!\\begin\{\1\})[\s\S])*?\\end\{\1\}"  # not across another \begin of it: linear on unclosed ones
 )
 _COMMAND_RE = re.compile(r"\\(boxed|[dt]?frac|sqrt)(?![A-Za-z])")
-_SQRT_INDEX_RE = re.compile(r"\s*\[[^\]\n]*\]")
+_SQRT_INDEX_RE = re.compile(r"\s*\[[^\[\]\n]*\]")  # no `[` inside: linear on a run of unclosed `\sqrt[`
 _SPACES_RE = re.compile(r"[ \t]*")
 _STRAY_DELIMITER_RE = re.compile(r"\\([()\[\]])")
 _IMAGE_RE = re.compile(r"!\[")
@@ -122,13 +123,14 @@ def _convert_dollars(text: str) -> str:
     return "".join(parts)
 
 
-def _command_end(text: str, i: int, name: str) -> int | None:
-    """Where the arguments of \\name end (i is just after the name), or None while they are incomplete."""
+def _command_end(text: str, i: int, name: str, pairs: dict[int, int]) -> int | None:
+    """Where the arguments of \\name end (i is just after the name), or None while they are incomplete.
+    `pairs` is brace_pairs(text)."""
     if name == "sqrt" and (index := _SQRT_INDEX_RE.match(text, i)):
         i = index.end()
     for _ in range(2 if name.endswith("frac") else 1):
         i = _SPACES_RE.match(text, i).end()
-        if not text.startswith("{", i) or (close := matching_brace(text, i)) is None:
+        if not text.startswith("{", i) or (close := pairs.get(i)) is None:
             return None
         i = close + 1
     return i
@@ -136,9 +138,9 @@ def _command_end(text: str, i: int, name: str) -> int | None:
 
 def _wrap_commands(text: str) -> str:
     """Bare `\\frac{1}{2}`, `\\sqrt{2}`, `\\boxed{5}` in prose become `\\(\\frac{1}{2}\\)` ..."""
-    parts, i = [], 0
+    parts, i, pairs = [], 0, brace_pairs(text)
     while (command := _COMMAND_RE.search(text, i)) is not None:
-        end = _command_end(text, command.end(), command[1])
+        end = _command_end(text, command.end(), command[1], pairs)
         if end is None:
             parts.append(text[i: command.end()])
             i = command.end()
