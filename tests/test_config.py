@@ -68,6 +68,8 @@ def test_presets_reproduce_the_seed_recipes():
     llama = PRESETS["llama3.2-3b-gsm8k-qlora"]
     assert (llama.lora_r, llama.lora_alpha, llama.target_modules, llama.max_seq_length) == (32, 64, ATTENTION_PROJECTIONS, 512)
     assert (llama.per_device_batch_size, llama.gradient_accumulation_steps, llama.optimizer) == (4, 4, "paged_adamw_32bit")
+    for name in ["gemma3-4b-mathx-qlora", "gemma3-27b-mathx-lora", "tinyllama-math-mix-lora", "llama3.2-3b-gsm8k-qlora"]:
+        assert (PRESETS[name].padding_free, PRESETS[name].gradient_checkpointing) == (False, True)  # padded, as seeded
     assert PRESETS["offline-default"].base_model.startswith("embedded:")
     for config in PRESETS.values():
         config.validate()

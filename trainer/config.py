@@ -155,7 +155,9 @@ def field_choices(name: str) -> list | None:
     return next(f.metadata.get("choices") for f in dataclasses.fields(JobConfig) if f.name == name)
 
 
-# The seed recipes, reproduced exactly; selectable in the Train form and by name on the CLI.
+# The seed recipes, reproduced exactly; selectable in the Train form and by name on the CLI. The seeds trained padded
+# batches with gradient checkpointing (peft's prepare_model_for_kbit_training turns it on).
+SEED = {"padding_free": False, "gradient_checkpointing": True}
 PRESETS: dict[str, JobConfig] = {
     "offline-default": JobConfig(),
     "gemma3-4b-mathx-qlora": JobConfig(
@@ -163,26 +165,26 @@ PRESETS: dict[str, JobConfig] = {
         quantization="4bit", double_quant=True, lora_r=16, lora_alpha=32, lora_dropout=0.05,
         target_modules=list(ALL_PROJECTIONS), max_seq_length=2048, per_device_batch_size=2,
         gradient_accumulation_steps=8, learning_rate=2e-4, lr_scheduler="cosine", warmup_ratio=0.03,
-        optimizer="paged_adamw_8bit", num_epochs=1, bf16=True, save_steps=200,
+        optimizer="paged_adamw_8bit", num_epochs=1, bf16=True, save_steps=200, **SEED,
     ),
     "gemma3-27b-mathx-lora": JobConfig(
         base_model="google/gemma-3-27b-it", dataset="hub:XenArcAI/MathX-5M", max_samples=10_000,
         quantization="none", lora_r=16, lora_alpha=32, lora_dropout=0.05, target_modules=list(ALL_PROJECTIONS),
         max_seq_length=2048, per_device_batch_size=2, gradient_accumulation_steps=8, learning_rate=2e-4,
         lr_scheduler="cosine", warmup_ratio=0.03, optimizer="paged_adamw_8bit", num_epochs=1, bf16=True,
-        gradient_checkpointing=True, save_steps=200,
+        save_steps=200, **SEED,
     ),
     "tinyllama-math-mix-lora": JobConfig(
         base_model="TinyLlama/TinyLlama-1.1B-Chat-v1.0",
         dataset="hub:openai/gsm8k:main*3000+hub:AI-MO/NuminaMath-CoT*5000+hub:reasoning-machines/gsm-hard*1000",
         max_samples=0, quantization="4bit", lora_r=32, lora_alpha=64, lora_dropout=0.1,
         target_modules=list(ALL_PROJECTIONS), learning_rate=1e-4, weight_decay=0.05, warmup_ratio=0.05,
-        num_epochs=2, optimizer="paged_adamw_32bit", bf16=True, save_steps=200,
+        num_epochs=2, optimizer="paged_adamw_32bit", bf16=True, save_steps=200, **SEED,
     ),
     "llama3.2-3b-gsm8k-qlora": JobConfig(
         base_model="meta-llama/Llama-3.2-3B-Instruct", dataset="hub:openai/gsm8k:main", max_samples=0,
         quantization="4bit", lora_r=32, lora_alpha=64, lora_dropout=0.1, target_modules=list(ATTENTION_PROJECTIONS),
         max_seq_length=512, per_device_batch_size=4, gradient_accumulation_steps=4, learning_rate=1e-4,
-        optimizer="paged_adamw_32bit", bf16=True, save_steps=200,
+        optimizer="paged_adamw_32bit", bf16=True, save_steps=200, **SEED,
     ),
 }
