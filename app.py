@@ -228,7 +228,7 @@ def refresh_jobs(password, job_id):
 
 
 def build_train(password: gr.Textbox):
-    default = JobConfig().to_dict()
+    default = PRESETS["offline-default"].to_dict()  # the preset the form opens on
     notes = train_notes()
     gr.Markdown(notes, visible=bool(notes), elem_id="train-notes")
     with gr.Row():
