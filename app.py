@@ -26,6 +26,7 @@ from tutor.chat import ChatSettings, stream_reply
 from tutor.evaluate import BENCHMARKS, EvalConfig, default_report_path, evaluate, summary_lines, write_report
 from tutor.models import list_choices
 from tutor.render import LATEX_DELIMITERS, normalize_latex, reply_messages, split_reasoning
+from tutor.serving import batching_enabled, on_zero_gpu
 
 try:
     from spaces import GPU as gpu  # Hugging Face's ZeroGPU package: lends a GPU for each call (a no-op elsewhere)
@@ -74,11 +75,6 @@ def check_instructor(password: str) -> None:
 ZERO_GPU_NOTE = ("This Space runs on ZeroGPU hardware, which lends a GPU for one short call at a time: training needs "
                  "dedicated GPU hardware (t4-small or larger, in the Space's settings). The Tutor works here, and "
                  "adapters trained elsewhere can be published and used.")
-
-
-def on_zero_gpu() -> bool:
-    """True on ZeroGPU hardware, which sets SPACES_ZERO_GPU (read as Hugging Face's `spaces` package reads it)."""
-    return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
 
 
 def train_notes() -> str:
@@ -604,8 +600,9 @@ def main():
     jobs.list_jobs()  # on start: find every job on disk, marking those whose worker died as interrupted
     stop = threading.Event()
     threading.Thread(target=run_scheduler, args=(stop,), daemon=True, name="job-scheduler").start()
-    build_app().queue(default_concurrency_limit=8, max_size=QUEUE_SIZE).launch(server_name=None, server_port=None,
-                                                                                max_file_size=MAX_UPLOAD)
+    concurrency = 32 if batching_enabled() else 8  # batched replies share forward passes: let a class in at once
+    build_app().queue(default_concurrency_limit=concurrency, max_size=QUEUE_SIZE).launch(
+        server_name=None, server_port=None, max_file_size=MAX_UPLOAD)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,11 @@ def stream_reply(
     prompt_ids = fit_prompt(loaded, build_messages(history, settings.system_prompt), settings.max_new_tokens)
     opening = THINK_OPEN if settings.think_first else ""
     prompt_ids += loaded.tokenizer(opening, add_special_tokens=False)["input_ids"] if opening else []
+    from tutor.serving import batching_enabled, stream_batched
+
+    if batching_enabled():  # in one batch with the other students' replies on this model: see tutor/serving.py
+        yield from stream_batched(loaded, prompt_ids, settings, stop, opening)
+        return
     streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
     failure: list[BaseException] = []
 
