@@ -14,6 +14,7 @@ one lock: generate only inside `Loaded.activated()`, which holds it while the ri
 
 import gc
 import json
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -228,16 +229,18 @@ def _evict(key: str) -> None:
 
 
 def load_base(path: str):
-    """A model and tokenizer for inference: 4-bit NF4 on a GPU, full precision on the CPU."""
+    """A model and tokenizer for inference: 4-bit NF4 on a GPU (16-bit with MATH_STUDIO_TUTOR_4BIT=0), full precision
+    on the CPU."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     if torch.cuda.is_available():
         compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        quantization = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute,
-        )
-        kwargs = {"quantization_config": quantization, "device_map": {"": 0}, "dtype": compute}
+        kwargs = {"device_map": {"": 0}, "dtype": compute}
+        if os.environ.get("MATH_STUDIO_TUTOR_4BIT", "1") != "0":
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=compute,
+            )
     else:
         kwargs = {"dtype": torch.float32}
     try:
