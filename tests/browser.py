@@ -43,6 +43,13 @@ def app_env(**overrides: str) -> dict[str, str]:
 def app_server(env: dict[str, str], log: Path):
     """Start `python app.py` on a free port with `env` (see app_env); yield its URL once it answers; stop it.
     Its stdout and stderr go to `log`, which a failure to start quotes."""
+    with app_process(env, log) as (_, url):
+        yield url
+
+
+@contextmanager
+def app_process(env: dict[str, str], log: Path):
+    """app_server, yielding (process, url): stopped with Ctrl-C at the end unless the test killed it."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with open(log, "w") as out:
@@ -51,14 +58,15 @@ def app_server(env: dict[str, str], log: Path):
                                 env={**env, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1"})
     try:
         wait_for(url, proc, log)
-        yield url
+        yield proc, url
     finally:
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C does: Gradio closes its server
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # what Ctrl-C does: Gradio closes its server
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def wait_for(url: str, proc: subprocess.Popen, log: Path) -> None:

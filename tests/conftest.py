@@ -53,3 +53,36 @@ def tiny_model_dir(embedded_dir, tmp_path_factory) -> Path:
     tokenizer.save_pretrained(path)
     shutil.copy(embedded_dir / "generation_config.json", path / "generation_config.json")
     return path
+
+
+@pytest.fixture
+def empty_model_cache():
+    """No model loaded by an earlier test, and none left loaded by this one."""
+    from tutor import models
+
+    models.clear_cache()
+    yield
+    models.clear_cache()
+
+
+@pytest.fixture(scope="session")
+def sharp_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model with large random weights: its greedy text depends on every prompt token (and on padding
+    mistakes), where the freshly initialised tiny model writes the same token whatever it is given."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = tmp_path_factory.mktemp("sharp-llama")
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 2:
+                parameter.normal_(0, 0.3)
+    model.save_pretrained(path)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
+        if (tiny_model_dir / name).exists():
+            shutil.copy(tiny_model_dir / name, path / name)
+    return path

@@ -9,13 +9,14 @@ import pytest
 
 from tests.conftest import ROOT, SHARED_DATA, needs_shared_data
 from tests.test_tutor_models import make_job
-from tutor import models
 from tutor.__main__ import main
 from tutor.chat import encode
 from tutor.evaluate import (
     EvalConfig, EvalError, Problem, disagreements, evaluate, generate_batch, load_problems, prompt_messages,
 )
 from tutor.models import load_model
+
+pytestmark = pytest.mark.usefixtures("empty_model_cache")
 
 QUESTIONS = [
     "What is 2 + 3?",
@@ -24,36 +25,6 @@ QUESTIONS = [
     "Tom has 12 apples, gives away 5 and buys 9 more. He then splits them evenly between himself and 3 friends. "
     "How many apples does each of them get?",
 ]
-
-
-@pytest.fixture(autouse=True)
-def empty_cache():
-    models.clear_cache()
-    yield
-    models.clear_cache()
-
-
-@pytest.fixture(scope="module")
-def sharp_model_dir(tiny_model_dir, tmp_path_factory):
-    """The tiny model with large random weights: its greedy text depends on every prompt token (and on padding
-    mistakes), where the freshly initialised tiny model writes the same token whatever it is given."""
-    import shutil
-
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    path = tmp_path_factory.mktemp("sharp-llama")
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() == 2:
-                parameter.normal_(0, 0.3)
-    model.save_pretrained(path)
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
-        if (tiny_model_dir / name).exists():
-            shutil.copy(tiny_model_dir / name, path / name)
-    return path
 
 
 @pytest.fixture

@@ -4,19 +4,16 @@ checkpoint is saved (a real, small tmpfs), out of memory in chat, and two API cl
 
 import json
 import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
 import pytest
 
 import app
-from tests.browser import ROOT, app_env, free_port, wait_for
+from tests.browser import app_env, app_process
 from tests.test_access import call_by_index
 from trainer import jobs
 from trainer.config import JobConfig
@@ -30,28 +27,6 @@ def form_values(tiny: Path, **changes) -> list:
     config = {**JobConfig(base_model=str(tiny), quantization="none", max_samples=32, per_device_batch_size=2,
                           eval_fraction=0, save_steps=2, max_steps=12).to_dict(), **changes}
     return [", ".join(v) if isinstance(v, list) else v for v in (config[f.name] for f in app.CONFIG_FIELDS)]
-
-
-@contextmanager
-def running_app(env: dict, log: Path):
-    """`python app.py`, yielding (process, url); stopped with Ctrl-C at the end unless the test killed it."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL,
-                                env={**env, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1"})
-    try:
-        wait_for(url, proc, log)
-        yield proc, url
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def wait_until(path: Path, predicate, timeout=600) -> dict:
@@ -116,7 +91,7 @@ def test_app_killed_while_training_then_the_machine_restarts_mid_checkpoint(data
     from gradio_client import Client
 
     env = app_env(MATH_STUDIO_HOME=str(data_root))
-    with running_app(env, tmp_path / "app1.log") as (first_app, url):
+    with app_process(env, tmp_path / "app1.log") as (first_app, url):
         launched = Client(url, verbose=False).predict("", "survivor", *form_values(tiny_model_dir),
                                                       api_name="/launch_job")
         path = data_root / "jobs" / launched["value"]
@@ -128,7 +103,7 @@ def test_app_killed_while_training_then_the_machine_restarts_mid_checkpoint(data
     wait_until(path, lambda s: s["step"] > killed_at)  # the worker trains on without the app
     worker.suspend()  # held still while the app starts again, so that it cannot finish meanwhile
 
-    with running_app(env, tmp_path / "app2.log") as (second_app, url):
+    with app_process(env, tmp_path / "app2.log") as (second_app, url):
         (row,) = [r for r in table_rows(url) if r[0] == path.name]
         assert row[2] == "running"  # still listed, still training: its worker is alive
         worker.resume()
@@ -156,7 +131,7 @@ def test_app_killed_while_training_then_the_machine_restarts_mid_checkpoint(data
     (partial[1] / "trainer_state.json").write_text(state[: len(state) // 2])
     assert last_checkpoint(path) == good  # a checkpoint whose writing was cut short is never the one resumed
 
-    with running_app(env, tmp_path / "app3.log") as (_, url):
+    with app_process(env, tmp_path / "app3.log") as (_, url):
         (row,) = [r for r in table_rows(url) if r[0] == path.name]
         assert row[2] == "interrupted"
         Client(url, verbose=False).predict("", path.name, api_name="/job_action_1")  # Resume
@@ -322,7 +297,7 @@ def test_two_clients_on_the_same_jobs(data_root, tiny_model_dir, tmp_path, no_st
     from gradio_client.exceptions import AppError
 
     watch = WorkerWatch(data_root)
-    with running_app(app_env(MATH_STUDIO_HOME=str(data_root)), tmp_path / "app.log") as (_, url):
+    with app_process(app_env(MATH_STUDIO_HOME=str(data_root)), tmp_path / "app.log") as (_, url):
         alice, bob = Client(url, verbose=False), Client(url, verbose=False)
         values = form_values(tiny_model_dir, max_steps=6)
         launched = at_once(lambda: alice.predict("", "alice", *values, api_name="/launch_job"),

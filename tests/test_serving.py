@@ -10,30 +10,10 @@ from tests.test_tutor_models import make_adapter
 from tutor import models, serving
 from tutor.chat import ChatSettings, stream_reply
 
+pytestmark = pytest.mark.usefixtures("empty_model_cache")
+
 GREEDY = ChatSettings(temperature=0, max_new_tokens=24)
 QUESTIONS = ["If 3x + 7 = 22, what is x?", "What is 15% of 80?", "Simplify 3/4 + 1/6.", "What is 7 * 8?"]
-
-
-@pytest.fixture(autouse=True)
-def empty_cache():
-    models.clear_cache()
-    yield
-    models.clear_cache()
-
-
-@pytest.fixture(scope="module")
-def varied_model_dir(tiny_model_dir, tmp_path_factory):
-    """The tiny model with larger random weights: it answers in varied words, with clear margins between the
-    likeliest tokens (the fixture's own model answers only newlines, which any batching would reproduce)."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    path = tmp_path_factory.mktemp("varied-llama")
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    config = LlamaConfig.from_pretrained(tiny_model_dir, initializer_range=0.3)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def ask(text: str) -> list[dict]:
@@ -97,8 +77,8 @@ def test_batching_mode_comes_from_the_environment(monkeypatch):
         serving.batching_enabled()
 
 
-def test_concurrent_greedy_replies_are_the_same_batched_as_alone(varied_model_dir, monkeypatch):
-    choice = str(varied_model_dir)
+def test_concurrent_greedy_replies_are_the_same_batched_as_alone(sharp_model_dir, monkeypatch):
+    choice = str(sharp_model_dir)
     expected = [alone(monkeypatch, choice, question) for question in QUESTIONS]
     assert len({chunks[-1] for chunks in expected}) == len(QUESTIONS)  # four different replies of several words
     assert all(len(chunks) >= 3 for chunks in expected)
@@ -107,10 +87,10 @@ def test_concurrent_greedy_replies_are_the_same_batched_as_alone(varied_model_di
     assert batched == expected  # the same text, streamed in the same pieces
 
 
-def test_a_stopped_reply_ends_while_the_others_complete(varied_model_dir, monkeypatch):
+def test_a_stopped_reply_ends_while_the_others_complete(sharp_model_dir, monkeypatch):
     from transformers.generation.continuous_batching import ContinuousBatchingManager
 
-    choice = str(varied_model_dir)
+    choice = str(sharp_model_dir)
     full = alone(monkeypatch, choice, QUESTIONS[0], ChatSettings(temperature=0, max_new_tokens=100))[-1]
     expected = [alone(monkeypatch, choice, question) for question in QUESTIONS[1:]]
     cancelled, cancel = [], ContinuousBatchingManager.cancel_request
@@ -125,9 +105,9 @@ def test_a_stopped_reply_ends_while_the_others_complete(varied_model_dir, monkey
     assert len(cancelled) == 1  # the manager no longer generates it
 
 
-def test_an_adapter_and_its_base_served_in_turns_give_what_they_give_alone(varied_model_dir, tmp_path, monkeypatch):
-    base = str(varied_model_dir)
-    adapter = str(make_adapter(varied_model_dir, tmp_path / "adapter", seed=1))
+def test_an_adapter_and_its_base_served_in_turns_give_what_they_give_alone(sharp_model_dir, tmp_path, monkeypatch):
+    base = str(sharp_model_dir)
+    adapter = str(make_adapter(sharp_model_dir, tmp_path / "adapter", seed=1))
     jobs = [(choice, question) for question in QUESTIONS[:3] for choice in (base, adapter)]
     expected = {job: alone(monkeypatch, *job) for job in jobs}
     assert all(expected[(base, q)][-1] != expected[(adapter, q)][-1] for q in QUESTIONS[:3])  # the adapter matters
@@ -140,10 +120,10 @@ def test_an_adapter_and_its_base_served_in_turns_give_what_they_give_alone(varie
     assert models.load_model(adapter).base is models.load_model(base).base  # one base: the turns shared its lock
 
 
-def test_a_batch_takes_no_new_replies_while_someone_waits_for_its_base(varied_model_dir, tmp_path, monkeypatch):
+def test_a_batch_takes_no_new_replies_while_someone_waits_for_its_base(sharp_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("MATH_STUDIO_BATCHING", "on")
-    base = str(varied_model_dir)
-    adapter = str(make_adapter(varied_model_dir, tmp_path / "adapter", seed=1))
+    base = str(sharp_model_dir)
+    adapter = str(make_adapter(sharp_model_dir, tmp_path / "adapter", seed=1))
     long_stop, order = threading.Event(), []
     long_reply = stream_reply(base, ask(QUESTIONS[0]), ChatSettings(temperature=0, max_new_tokens=1500), long_stop)
     next(long_reply)  # a batch is running on the base, holding its lock
@@ -163,9 +143,9 @@ def test_a_batch_takes_no_new_replies_while_someone_waits_for_its_base(varied_mo
     assert [what for what, _ in order] == ["attached", "reply"]  # the adapter went first, then the next batch
 
 
-def test_no_threads_are_left_after_replies_end_and_the_cache_is_cleared(varied_model_dir, monkeypatch):
+def test_no_threads_are_left_after_replies_end_and_the_cache_is_cleared(sharp_model_dir, monkeypatch):
     monkeypatch.setenv("MATH_STUDIO_BATCHING", "on")
-    choice = str(varied_model_dir)
+    choice = str(sharp_model_dir)
     replies = stream_reply(choice, ask(QUESTIONS[0]), ChatSettings(temperature=0, max_new_tokens=1500))
     next(replies)
     assert serving_threads()  # the batching loop and transformers' generation thread
@@ -175,35 +155,35 @@ def test_no_threads_are_left_after_replies_end_and_the_cache_is_cleared(varied_m
     assert not serving_threads()
 
 
-def test_a_refused_request_is_an_error_not_a_silence(varied_model_dir, monkeypatch):
+def test_a_refused_request_is_an_error_not_a_silence(sharp_model_dir, monkeypatch):
     from transformers.generation.continuous_batching import ContinuousBatchingManager
 
     monkeypatch.setenv("MATH_STUDIO_BATCHING", "on")
     monkeypatch.setattr(ContinuousBatchingManager, "add_request", lambda self, *args, **kwargs: None)
     with pytest.raises(RuntimeError, match="refused this reply"):
-        list(stream_reply(str(varied_model_dir), ask("Hi"), GREEDY))
+        list(stream_reply(str(sharp_model_dir), ask("Hi"), GREEDY))
 
 
-def test_an_error_in_generation_reaches_every_reader(varied_model_dir, monkeypatch):
-    loaded = models.load_model(str(varied_model_dir))
+def test_an_error_in_generation_reaches_every_reader(sharp_model_dir, monkeypatch):
+    loaded = models.load_model(str(sharp_model_dir))
 
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
     monkeypatch.setenv("MATH_STUDIO_BATCHING", "on")
     monkeypatch.setattr(loaded.model.model, "forward", out_of_memory)
-    results = at_once([(str(varied_model_dir), ask(question), GREEDY) for question in QUESTIONS[:2]])
+    results = at_once([(str(sharp_model_dir), ask(question), GREEDY) for question in QUESTIONS[:2]])
     assert all(isinstance(result, RuntimeError) and "out of memory" in str(result) for result in results)
     monkeypatch.undo()
     monkeypatch.setenv("MATH_STUDIO_BATCHING", "on")
-    assert list(stream_reply(str(varied_model_dir), ask("Hi"), GREEDY))  # a fresh manager serves the next one
+    assert list(stream_reply(str(sharp_model_dir), ask("Hi"), GREEDY))  # a fresh manager serves the next one
 
 
-def test_a_reply_that_could_never_fit_the_cache_is_refused_clearly(varied_model_dir, monkeypatch):
+def test_a_reply_that_could_never_fit_the_cache_is_refused_clearly(sharp_model_dir, monkeypatch):
     monkeypatch.setenv("MATH_STUDIO_BATCHING", "on")
     monkeypatch.setattr(serving, "CACHE_TOKENS", 64)  # less than the tutor's system prompt alone
     with pytest.raises(ValueError, match="more than the batching cache holds.*start a new chat"):
-        list(stream_reply(str(varied_model_dir), ask("Hi"), GREEDY))
+        list(stream_reply(str(sharp_model_dir), ask("Hi"), GREEDY))
     assert not serving_threads()
 
 
