@@ -31,27 +31,8 @@ _WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 MAX_STUDENT_ANSWER = 1000  # characters: an answer, not an essay (sympy is not given pages to parse)
 
 
-def matching_brace(text: str, open_index: int) -> int | None:
-    """Index of the `}` closing the `{` at open_index (nested braces, `\\{` and `\\}` skipped), None if unclosed."""
-    depth = 0
-    i = open_index
-    while i < len(text):
-        char = text[i]
-        if char == "\\":
-            i += 2
-            continue
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    return None
-
-
 def brace_pairs(text: str) -> dict[int, int]:
-    """Index of every closed `{` -> index of its `}`, in one pass: what matching_brace finds for each unescaped `{`."""
+    """Index of every closed, unescaped `{` -> index of its `}` (nesting counted, `\\{` skipped), in one pass."""
     pairs, opened, i = {}, [], 0
     while i < len(text):
         char = text[i]
@@ -68,7 +49,7 @@ def brace_pairs(text: str) -> dict[int, int]:
 
 def last_boxed(text: str) -> str | None:
     """The content of the last complete \\boxed{...} (or \\fbox{...}) in text, nested braces included."""
-    pairs = brace_pairs(text)  # one pass: matching_brace per box would rescan an unclosed rest each time
+    pairs = brace_pairs(text)  # one pass: scanning on from each box would rescan an unclosed rest each time
     for match in reversed(list(_BOXED_RE.finditer(text))):
         close = pairs.get(match.end() - 1)
         if close is not None:
