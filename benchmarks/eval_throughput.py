@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     os.environ.setdefault("MATH_STUDIO_HOME", str(Path(args.work) / "eval-throughput-home"))
-    model = str(write_random_model(args.shape, args.tokenizer, Path(args.work) / f"random-{args.shape}"))
+    model = str(write_random_model(args.shape, args.tokenizer, Path(args.work) / args.shape))  # as train_throughput.py
     batched = timed_run(model, args.data, args.limit, args.batch_size, args.max_new_tokens, one_at_a_time=False)
     loop = timed_run(model, args.data, args.loop_problems, 1, args.max_new_tokens, one_at_a_time=True)
     # generation time: the batched run's wall time also holds loading the model, which the loop then finds cached

@@ -184,15 +184,17 @@ def app_process(home: Path, log: Path, env: dict | None = None):
             proc.kill()
 
 
-def fresh_home() -> Path:
-    """A temporary data root with the embedded model (converted once under the default data root) linked in."""
+def fresh_home(embedded: bool = True) -> Path:
+    """A temporary data root, with the embedded model (converted once under the default data root) linked in unless
+    `embedded` is false (on a machine without it, for another model)."""
     from trainer.models import embedded_checkpoint
 
     os.environ.pop("MATH_STUDIO_HOME", None)
-    embedded = embedded_checkpoint()
     home = Path(tempfile.mkdtemp(prefix="load-students-")) / "studio"
     (home / "models" / "embedded").mkdir(parents=True)
-    (home / "models" / "embedded" / embedded.name).symlink_to(embedded)
+    if embedded:
+        checkpoint = embedded_checkpoint()
+        (home / "models" / "embedded" / checkpoint.name).symlink_to(checkpoint)
     return home
 
 

@@ -57,7 +57,7 @@ SHAPES = {
         rms_norm_eps=1e-6, max_position_embeddings=131072, tie_word_embeddings=True,
     ),
     "tiny": dict(
-        model_type="llama", vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        model_type="llama", vocab_size=50000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
     ),
 }
@@ -76,6 +76,8 @@ RUNS = {
     "batch32": {**B16, "per_device_batch_size": 32},
     "batch32-ckpt": {"per_device_batch_size": 32, "gradient_checkpointing": True},
     "no-dropout": {**B16, "lora_dropout": 0.0},
+    "app-no-dropout": {"lora_dropout": 0.0},  # today's defaults (batch 32, checkpointing) without LoRA dropout
+    "batch64-no-dropout": {"per_device_batch_size": 64, "gradient_checkpointing": True, "lora_dropout": 0.0},
     "packing": {**B16, "packing": True, "padding_free": False, "per_device_batch_size": 8},
     "seed-settings": {"per_device_batch_size": 2, "gradient_accumulation_steps": 8, "max_seq_length": 2048,
                       "gradient_checkpointing": True, "optimizer": "paged_adamw_8bit", "padding_free": False,
@@ -111,7 +113,12 @@ def write_random_model(shape: str, tokenizer_dir: str, folder: Path) -> Path:
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(model_config(shape), dtype=torch.bfloat16)
     model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    # Random weights pick any id of the shape's vocabulary, mostly past the tokenizer's own (Gemma's 262,208 against
+    # SmolLM2's 49,152): filler tokens make each of them decode to text that tokenizes back to that one id, so the
+    # tutor streams every token and counting a reply's tokens from its text (tutor_latency.py) counts them all.
+    tokenizer.add_tokens([f"<r{i}>" for i in range(len(tokenizer), model.config.vocab_size)])
+    tokenizer.save_pretrained(folder)
     del model
     release()
     return folder

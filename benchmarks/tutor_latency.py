@@ -124,21 +124,26 @@ def main() -> int:
     parser.add_argument("--temperature", type=float, default=0.7, help="the app's default; 0 is greedy")
     parser.add_argument("--model", default=EMBEDDED, help="any model choice: embedded:..., a folder, adapter:...")
     parser.add_argument("--batching", nargs="+", choices=["on", "off"], default=["on", "off"])
+    parser.add_argument("--students-off", type=int, nargs="+", help="student counts with batching off (--students)")
+    parser.add_argument("--rounds-off", type=int, help="questions each student asks with batching off (--rounds)")
     parser.add_argument("--out", help="write the report as JSON here")
     args = parser.parse_args()
 
-    home = fresh_home()
+    home = fresh_home(embedded=args.model == EMBEDDED)
     os.environ["MATH_STUDIO_HOME"] = str(home)  # where the choice resolves, here as in the app
     tokenizer = model_tokenizer(args.model)
     report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(), "model": args.model,
+              "tutor_4bit": os.environ.get("MATH_STUDIO_TUTOR_4BIT", "1") != "0",
               "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "results": []}
     for mode in args.batching:
         with app_process(home, home.parent / f"app-batching-{mode}.log", {"MATH_STUDIO_BATCHING": mode}) as (url, _):
             warm = round_of(url, 1, 1, args.model, args.max_new_tokens, args.temperature, tokenizer)
             if warm["errors"]:
                 raise SystemExit(f"The app could not answer with batching {mode}: {warm['errors'][0]}")
-            for students in args.students:
-                result = {"batching": mode, **round_of(url, students, args.rounds, args.model, args.max_new_tokens,
+            off = mode == "off"
+            for students in (args.students_off or args.students) if off else args.students:
+                rounds = (args.rounds_off or args.rounds) if off else args.rounds
+                result = {"batching": mode, **round_of(url, students, rounds, args.model, args.max_new_tokens,
                                                        args.temperature, tokenizer)}
                 report["results"].append(result)
                 print(json.dumps(result), flush=True)

@@ -155,6 +155,23 @@ def test_no_threads_are_left_after_replies_end_and_the_cache_is_cleared(sharp_mo
     assert not serving_threads()
 
 
+def test_a_reply_soon_after_another_reuses_the_running_manager(sharp_model_dir, monkeypatch):
+    from transformers.generation.continuous_batching import ContinuousBatchingManager
+
+    monkeypatch.setenv("MATH_STUDIO_BATCHING", "on")
+    monkeypatch.setattr(serving, "IDLE_S", 30.0)
+    started = []
+    start = ContinuousBatchingManager.start
+    monkeypatch.setattr(ContinuousBatchingManager, "start", lambda self: started.append(self) or start(self))
+    choice = str(sharp_model_dir)
+    first = list(stream_reply(choice, ask(QUESTIONS[0]), GREEDY))
+    second = list(stream_reply(choice, ask(QUESTIONS[1]), GREEDY))
+    assert first and second and len(started) == 1  # the second reply came while the first one's manager idled
+    assert serving_threads()  # still idling, 30 s
+    models.clear_cache()  # joins the batcher: an idle manager stops at once
+    assert not serving_threads()
+
+
 def test_a_refused_request_is_an_error_not_a_silence(sharp_model_dir, monkeypatch):
     from transformers.generation.continuous_batching import ContinuousBatchingManager
 

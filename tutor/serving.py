@@ -3,12 +3,13 @@
 Each loaded base gets one `Batcher`, whose loop thread runs while replies wait. It serves one turn at a time: a choice
 (the base alone, or one of its adapters) and a sampling mode (greedy or sampled: transformers' `do_sample` is
 manager-wide). For a turn it holds the base's lock with the right adapter switched on (`Loaded.activated()`), runs a
-transformers ContinuousBatchingManager, hands each reply's tokens to its reader, and once idle stops the manager and
-lets go of the lock. While another turn's replies (or anyone else) wait for the base, it takes no new replies: it
+transformers ContinuousBatchingManager, hands each reply's tokens to its reader, and once idle for IDLE_S stops the
+manager and lets go of the lock. While another turn's replies (or anyone else) wait for the base, it takes no new replies: it
 finishes those it has and lets them go first, as one reply at a time did.
 
 MATH_STUDIO_BATCHING: `auto` (the default: on with CUDA but not on ZeroGPU, off on a CPU, where one student alone gets a reply a
 little later through it), `on` or `off`. MATH_STUDIO_BATCH_TOKENS: the size of a manager's KV cache, in tokens.
+MATH_STUDIO_BATCH_IDLE_S: how long an idle manager waits for the next reply before it stops (2 s).
 """
 
 import copy
@@ -29,6 +30,7 @@ CACHE_TOKENS = int(os.environ.get("MATH_STUDIO_BATCH_TOKENS", str(32 * 2048)))  
 PAGE_TOKENS = 256  # transformers' default page of the KV cache
 BATCH_TOKENS = 2048  # tokens in one forward pass at most: longer prompts prefill over several
 POLL_S = 0.05  # how soon the loop sees a new or stopped reply while no token arrives
+IDLE_S = float(os.environ.get("MATH_STUDIO_BATCH_IDLE_S", "2"))  # an idle manager waits this long for the next reply
 SAMPLING = {"temperature": 0.7, "top_p": 0.9}  # a sampling manager's own: not 1, or replies could not pass their own
 STOPPED = object()  # what the loop hands the reader of a reply it cancelled
 
@@ -141,6 +143,7 @@ class Batcher:
         self._lock = threading.Lock()  # guards the two below
         self._waiting: list[Request] = []
         self._loop: threading.Thread | None = None
+        self._closing = threading.Event()  # join() is waiting: an idle manager stops at once
 
     def submit(self, request: Request) -> None:
         with self._lock:
@@ -154,7 +157,9 @@ class Batcher:
         with self._lock:
             loop = self._loop
         if loop is not None:
+            self._closing.set()
             loop.join()
+            self._closing.clear()
 
     def _run(self) -> None:
         last = None
@@ -184,10 +189,19 @@ class Batcher:
             manager.start()
             try:
                 self._admit(manager, turn, running)  # the turn's replies waiting now
+                idle_since = None
                 while True:
                     self._cancel_stopped(manager, running)
-                    if not running:
-                        return
+                    if not running:  # a class asks again soon: a new manager would start (and warm up) again
+                        idle_since = idle_since or time.monotonic()
+                        done = time.monotonic() - idle_since >= IDLE_S or self._closing.is_set()
+                        done = done or not manager.is_running()
+                        if done or self._others_wait(turn):
+                            return
+                        time.sleep(POLL_S)
+                        self._admit(manager, turn, running)
+                        continue
+                    idle_since = None
                     self._route(manager.get_result(timeout=POLL_S), manager, running)
                     if manager.is_running() and not self._others_wait(turn):  # else it drains (or it failed)
                         self._admit(manager, turn, running)  # replies that came meanwhile
