@@ -51,18 +51,20 @@ def main(argv=None) -> int:
 
     os.environ.setdefault("MATH_STUDIO_HOME", str(Path(args.work) / "eval-throughput-home"))
     model = str(write_random_model(args.shape, args.tokenizer, Path(args.work) / args.shape))  # as train_throughput.py
-    batched = timed_run(model, args.data, args.limit, args.batch_size, args.max_new_tokens, one_at_a_time=False)
-    loop = timed_run(model, args.data, args.loop_problems, 1, args.max_new_tokens, one_at_a_time=True)
-    # generation time: the batched run's wall time also holds loading the model, which the loop then finds cached
-    loop_scaled_s = loop["generate_s"] / loop["problems"] * batched["problems"]
-    result = {
-        "command": " ".join(["python", *sys.argv]),
-        "machine": {"platform": platform.platform(), "python": platform.python_version()},
-        "shape": args.shape, "max_new_tokens": args.max_new_tokens,
-        "batched": batched, "loop": loop,
-        "loop_generate_scaled_to_batched_problems_s": round(loop_scaled_s, 1),
-        "speedup": round(loop_scaled_s / batched["generate_s"], 1),
-    }
+    result = {"command": " ".join(["python", *sys.argv]),
+              "machine": {"platform": platform.platform(), "python": platform.python_version()},
+              "shape": args.shape, "max_new_tokens": args.max_new_tokens}
+    # The loop first: it is the shorter run, and each result is written as soon as it is in, so a run cut short
+    # keeps what it measured.
+    for name, limit, batch_size, one_at_a_time in [("loop", args.loop_problems, 1, True),
+                                                   ("batched", args.limit, args.batch_size, False)]:
+        result[name] = timed_run(model, args.data, limit, batch_size, args.max_new_tokens, one_at_a_time)
+        print(json.dumps({name: result[name]}), flush=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    batched, loop = result["batched"], result["loop"]
+    loop_scaled_s = loop["generate_s"] / loop["problems"] * batched["problems"]  # generation only: not the loading
+    result.update(loop_generate_scaled_to_batched_problems_s=round(loop_scaled_s, 1),
+                  speedup=round(loop_scaled_s / batched["generate_s"], 1))
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     return 0

@@ -56,6 +56,11 @@ SHAPES = {
         num_attention_heads=32, num_key_value_heads=16, head_dim=128, query_pre_attn_scalar=168, sliding_window=1024,
         rms_norm_eps=1e-6, max_position_embeddings=131072, tie_word_embeddings=True,
     ),
+    "tiny-gemma3": dict(  # Gemma 3's sliding and full attention layers (5:1), small enough for a CPU
+        model_type="gemma3_text", vocab_size=50000, hidden_size=64, intermediate_size=128, num_hidden_layers=6,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, sliding_window=32,
+        tie_word_embeddings=True,
+    ),
     "tiny": dict(
         model_type="llama", vocab_size=50000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
@@ -65,18 +70,18 @@ SHAPES = {
 # Runs: JobConfig overrides on top of the app's defaults ("seed" is built separately, as written). Each spells out
 # the settings it was measured with (benchmarks/README.md), so the recorded commands measure the same thing later:
 # the results were taken while JobConfig() had per_device_batch_size 16 and no gradient checkpointing ("default").
-B16 = {"per_device_batch_size": 16, "gradient_checkpointing": False}
+B16 = {"per_device_batch_size": 16, "gradient_checkpointing": False, "lora_dropout": 0.05}
 RUNS = {
-    "app": {},  # the app's defaults as they are now (what "batch32-ckpt" measured)
+    "app": {},  # the app's defaults as they are now (what "batch64-no-dropout" measured)
     "default": B16,
     "ckpt": {**B16, "gradient_checkpointing": True},
     "sdpa": {**B16, "attention": "sdpa"},
     "flex": {**B16, "attention": "flex_attention"},
     "batch8": {**B16, "per_device_batch_size": 8},
     "batch32": {**B16, "per_device_batch_size": 32},
-    "batch32-ckpt": {"per_device_batch_size": 32, "gradient_checkpointing": True},
+    "batch32-ckpt": {"per_device_batch_size": 32, "gradient_checkpointing": True, "lora_dropout": 0.05},
     "no-dropout": {**B16, "lora_dropout": 0.0},
-    "app-no-dropout": {"lora_dropout": 0.0},  # today's defaults (batch 32, checkpointing) without LoRA dropout
+    "app-no-dropout": {"per_device_batch_size": 32, "gradient_checkpointing": True, "lora_dropout": 0.0},  # batch32-ckpt
     "batch64-no-dropout": {"per_device_batch_size": 64, "gradient_checkpointing": True, "lora_dropout": 0.0},
     "packing": {**B16, "packing": True, "padding_free": False, "per_device_batch_size": 8},
     "seed-settings": {"per_device_batch_size": 2, "gradient_accumulation_steps": 8, "max_seq_length": 2048,
@@ -112,12 +117,14 @@ def write_random_model(shape: str, tokenizer_dir: str, folder: Path) -> Path:
     torch.manual_seed(0)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(model_config(shape), dtype=torch.bfloat16)
-    model.save_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    # Random weights pick any id of the shape's vocabulary, mostly past the tokenizer's own (Gemma's 262,208 against
-    # SmolLM2's 49,152): filler tokens make each of them decode to text that tokenizes back to that one id, so the
-    # tutor streams every token and counting a reply's tokens from its text (tutor_latency.py) counts them all.
-    tokenizer.add_tokens([f"<r{i}>" for i in range(len(tokenizer), model.config.vocab_size)])
+    # Random weights would mostly pick ids past the tokenizer's own (Gemma's 262,208 against SmolLM2's 49,152), which
+    # decode to nothing, so the tutor would stream no text. Zero output rows give those ids a logit of 0, never among
+    # the top ones of 49,152 random logits: every generated id is one the tokenizer writes. Same shape, same work.
+    with torch.no_grad():
+        model.get_output_embeddings().weight[len(tokenizer):] = 0
+    model.generation_config.top_k = 50  # sampling keeps to the top ids, as published generation configs do
+    model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     del model
     release()

@@ -16,6 +16,7 @@ tokenizer. The JSON (`--out`) also holds the command line and the machine.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -51,18 +52,33 @@ def ask(client, question: str, model: str, max_new_tokens: int, temperature: flo
     return {"started": started, "first": first or ended, "ended": ended, "reply": reply or ""}
 
 
-def round_of(url: str, students: int, rounds: int, model: str, max_new_tokens: int, temperature: float,
+def ask_directly(question: str, model: str, max_new_tokens: int, temperature: float) -> dict:
+    """One question through tutor.chat.stream_reply in this process: the serving path without the web server."""
+    from tutor.chat import ChatSettings, stream_reply
+
+    started, first, reply = time.monotonic(), None, ""
+    for reply in stream_reply(model, [{"role": "user", "content": question}],
+                              ChatSettings(temperature=temperature, top_p=0.9, max_new_tokens=max_new_tokens)):
+        first = first or time.monotonic()
+    ended = time.monotonic()
+    return {"started": started, "first": first or ended, "ended": ended, "reply": reply}
+
+
+def round_of(url: str | None, students: int, rounds: int, model: str, max_new_tokens: int, temperature: float,
              tokenizer) -> dict:
-    """`students` students asking at once, `rounds` questions each; the figures of the module docstring."""
+    """`students` students asking at once, `rounds` questions each; the figures of the module docstring. Without
+    `url`, each asks through ask_directly."""
     from gradio_client import Client
 
-    clients = [Client(url, verbose=False) for _ in range(students)]
+    clients = [Client(url, verbose=False) for _ in range(students)] if url else []
     results, lock, start = [], threading.Lock(), threading.Barrier(students)
 
     def student(i: int) -> None:
         start.wait()
         for r in range(rounds):
-            result = ask(clients[i], QUESTIONS[(i + r) % len(QUESTIONS)], model, max_new_tokens, temperature)
+            question = QUESTIONS[(i + r) % len(QUESTIONS)]
+            result = (ask(clients[i], question, model, max_new_tokens, temperature) if url
+                      else ask_directly(question, model, max_new_tokens, temperature))
             with lock:
                 results.append(result)
 
@@ -88,7 +104,25 @@ def round_of(url: str, students: int, rounds: int, model: str, max_new_tokens: i
                                             "mean": round(statistics.mean(decode), 2) if decode else None},
         "aggregate_tokens_per_s": round(tokens / wall, 2), "tokens": tokens,
         "reply_tokens_mean": round(tokens / len(served), 1) if served else None,
+        "requests_s": [{"first": round(r["first"] - r["started"], 3), "ended": round(r["ended"] - r["started"], 3),
+                        "offset": round(r["started"] - began, 3), "tokens": r["tokens"]} for r in served],
     }
+
+
+@contextlib.contextmanager
+def serving(home: Path, mode: str, direct: bool):
+    """The app with MATH_STUDIO_BATCHING=mode, yielding its URL; with `direct`, this process in that mode (None)."""
+    if not direct:
+        with app_process(home, home.parent / f"app-batching-{mode}.log", {"MATH_STUDIO_BATCHING": mode}) as (url, _):
+            yield url
+        return
+    os.environ["MATH_STUDIO_BATCHING"] = mode
+    try:
+        yield None
+    finally:
+        from tutor.models import clear_cache
+
+        clear_cache()
 
 
 def model_tokenizer(choice: str):
@@ -126,6 +160,8 @@ def main() -> int:
     parser.add_argument("--batching", nargs="+", choices=["on", "off"], default=["on", "off"])
     parser.add_argument("--students-off", type=int, nargs="+", help="student counts with batching off (--students)")
     parser.add_argument("--rounds-off", type=int, help="questions each student asks with batching off (--rounds)")
+    parser.add_argument("--direct", action="store_true",
+                        help="ask through tutor.chat.stream_reply in this process, without starting the app")
     parser.add_argument("--out", help="write the report as JSON here")
     args = parser.parse_args()
 
@@ -136,7 +172,7 @@ def main() -> int:
               "tutor_4bit": os.environ.get("MATH_STUDIO_TUTOR_4BIT", "1") != "0",
               "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "results": []}
     for mode in args.batching:
-        with app_process(home, home.parent / f"app-batching-{mode}.log", {"MATH_STUDIO_BATCHING": mode}) as (url, _):
+        with serving(home, mode, args.direct) as url:
             warm = round_of(url, 1, 1, args.model, args.max_new_tokens, args.temperature, tokenizer)
             if warm["errors"]:
                 raise SystemExit(f"The app could not answer with batching {mode}: {warm['errors'][0]}")
@@ -147,8 +183,8 @@ def main() -> int:
                                                        args.temperature, tokenizer)}
                 report["results"].append(result)
                 print(json.dumps(result), flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1))
+                if args.out:  # after every round: a run cut short keeps what it measured
+                    Path(args.out).write_text(json.dumps(report, indent=1))
     return 0 if not any(r["errors"] for r in report["results"]) else 1
 
 

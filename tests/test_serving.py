@@ -77,6 +77,15 @@ def test_batching_mode_comes_from_the_environment(monkeypatch):
         serving.batching_enabled()
 
 
+def test_cuda_graphs_of_a_batch_come_from_the_environment(monkeypatch):
+    for mode, graphs in [("auto", None), ("on", True), ("OFF", False)]:
+        monkeypatch.setenv("MATH_STUDIO_BATCH_GRAPHS", mode)
+        assert serving.cache_config().use_cuda_graph is graphs
+    monkeypatch.setenv("MATH_STUDIO_BATCH_GRAPHS", "sometimes")
+    with pytest.raises(ValueError, match="auto, on or off"):
+        serving.cache_config()
+
+
 def test_concurrent_greedy_replies_are_the_same_batched_as_alone(sharp_model_dir, monkeypatch):
     choice = str(sharp_model_dir)
     expected = [alone(monkeypatch, choice, question) for question in QUESTIONS]

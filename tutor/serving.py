@@ -32,6 +32,7 @@ BATCH_TOKENS = 2048  # tokens in one forward pass at most: longer prompts prefil
 POLL_S = 0.05  # how soon the loop sees a new or stopped reply while no token arrives
 IDLE_S = float(os.environ.get("MATH_STUDIO_BATCH_IDLE_S", "2"))  # an idle manager waits this long for the next reply
 SAMPLING = {"temperature": 0.7, "top_p": 0.9}  # a sampling manager's own: not 1, or replies could not pass their own
+GRAPHS = {"auto": None, "on": True, "off": False}  # MATH_STUDIO_BATCH_GRAPHS: CUDA graphs (auto: transformers decides)
 STOPPED = object()  # what the loop hands the reader of a reply it cancelled
 
 
@@ -274,5 +275,9 @@ def generation_config(model, sampled: bool):
 def cache_config() -> ContinuousBatchingConfig:
     """A KV cache of CACHE_TOKENS: transformers would otherwise take most of the free memory (60% of the RAM on a
     CPU), leaving none to another base, an evaluation or a training job."""
+    graphs = os.environ.get("MATH_STUDIO_BATCH_GRAPHS", "auto").strip().lower()
+    if graphs not in GRAPHS:
+        raise ValueError(f"MATH_STUDIO_BATCH_GRAPHS is {graphs!r}: set it to auto, on or off.")
     return ContinuousBatchingConfig(page_size=PAGE_TOKENS, num_blocks=ceil(CACHE_TOKENS / PAGE_TOKENS),
-                                    max_batch_tokens=BATCH_TOKENS, per_request_processors=True)
+                                    max_batch_tokens=BATCH_TOKENS, per_request_processors=True,
+                                    use_cuda_graph=GRAPHS[graphs])
