@@ -19,15 +19,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.train_throughput import sync  # noqa: E402
 from trainer.config import TUTOR_PROMPT  # noqa: E402
 from tutor import serving  # noqa: E402
 from tutor.chat import build_messages, fit_prompt  # noqa: E402
 from tutor.models import load_model  # noqa: E402
-
-
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def batch(model, prompt: list[int], size: int, new_tokens: int, sampled: bool, graphs: bool | None) -> dict:
