@@ -81,7 +81,7 @@ RUNS = {
     "batch32": {**B16, "per_device_batch_size": 32},
     "batch32-ckpt": {"per_device_batch_size": 32, "gradient_checkpointing": True, "lora_dropout": 0.05},
     "no-dropout": {**B16, "lora_dropout": 0.0},
-    "app-no-dropout": {"per_device_batch_size": 32, "gradient_checkpointing": True, "lora_dropout": 0.0},  # batch32-ckpt
+    "app-no-dropout": {"per_device_batch_size": 32, "gradient_checkpointing": True, "lora_dropout": 0.0},  # no dropout
     "batch64-no-dropout": {"per_device_batch_size": 64, "gradient_checkpointing": True, "lora_dropout": 0.0},
     "packing": {**B16, "packing": True, "padding_free": False, "per_device_batch_size": 8},
     "seed-settings": {"per_device_batch_size": 2, "gradient_accumulation_steps": 8, "max_seq_length": 2048,

@@ -40,7 +40,7 @@ class JobConfig:
     lora_dropout: float = 0.0  # 0.05 regularizes a little and costs 10 to 12% of the speed (benchmarks/README.md)
     target_modules: list[str] = field(default_factory=lambda: list(ALL_PROJECTIONS))
     max_seq_length: int = 512
-    per_device_batch_size: int = 64  # padding-free, checkpointing, no dropout: 32x the seed recipe on an H200, MFU 35-40%
+    per_device_batch_size: int = 64  # padding-free, checkpointing, no dropout: 32x the seed recipe, H200 (benchmarks/)
     gradient_accumulation_steps: int = 1
     learning_rate: float = 2e-4
     lr_scheduler: str = field(default="cosine", metadata={"choices": SCHEDULERS})

@@ -4,12 +4,13 @@ Each loaded base gets one `Batcher`, whose loop thread runs while replies wait. 
 (the base alone, or one of its adapters) and a sampling mode (greedy or sampled: transformers' `do_sample` is
 manager-wide). For a turn it holds the base's lock with the right adapter switched on (`Loaded.activated()`), runs a
 transformers ContinuousBatchingManager, hands each reply's tokens to its reader, and once idle for IDLE_S stops the
-manager and lets go of the lock. While another turn's replies (or anyone else) wait for the base, it takes no new replies: it
-finishes those it has and lets them go first, as one reply at a time did.
+manager and lets go of the lock. While another turn's replies (or anyone else) wait for the base, it takes no new
+replies: it finishes those it has and lets them go first, as one reply at a time did.
 
 MATH_STUDIO_BATCHING: `auto` (the default: on with CUDA but not on ZeroGPU, off on a CPU, where one student alone gets a reply a
 little later through it), `on` or `off`. MATH_STUDIO_BATCH_TOKENS: the size of a manager's KV cache, in tokens.
 MATH_STUDIO_BATCH_IDLE_S: how long an idle manager waits for the next reply before it stops (2 s).
+MATH_STUDIO_BATCH_GRAPHS: CUDA graphs in a manager, `auto` (transformers decides), `on` or `off`.
 """
 
 import copy
@@ -193,11 +194,10 @@ class Batcher:
                 idle_since = None
                 while True:
                     self._cancel_stopped(manager, running)
-                    if not running:  # a class asks again soon: a new manager would start (and warm up) again
+                    if not running:  # keep the manager a while: the class asks again soon, a new one starts slowly
                         idle_since = idle_since or time.monotonic()
-                        done = time.monotonic() - idle_since >= IDLE_S or self._closing.is_set()
-                        done = done or not manager.is_running()
-                        if done or self._others_wait(turn):
+                        if (time.monotonic() - idle_since >= IDLE_S or self._closing.is_set()
+                                or not manager.is_running() or self._others_wait(turn)):
                             return
                         time.sleep(POLL_S)
                         self._admit(manager, turn, running)
