@@ -119,10 +119,16 @@ def write_random_model(shape: str, tokenizer_dir: str, folder: Path) -> Path:
         model = AutoModelForCausalLM.from_config(model_config(shape), dtype=torch.bfloat16)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     # Random weights would mostly pick ids past the tokenizer's own (Gemma's 262,208 against SmolLM2's 49,152), which
-    # decode to nothing, so the tutor would stream no text. Zero output rows give those ids a logit of 0, never among
-    # the top ones of 49,152 random logits: every generated id is one the tokenizer writes. Same shape, same work.
+    # decode to nothing, so the tutor would stream no text. Zero output rows give an id a logit of 0, never among the
+    # top ones of thousands of random logits. Only the ids that start a word (' the', ' sum'...) keep theirs: a random
+    # model can fall into repeating one piece of a word, a reply with no space, and the tutor's streamer (as
+    # TextStreamer) shows text up to its last space, so such a reply would show nothing until it ends. Same shape, same
+    # work; the embeddings are tied, so those ids read as zero vectors in a prompt too.
+    starts_word = torch.tensor([tokenizer.decode([i]).startswith(" ") for i in range(len(tokenizer))], device=device)
     with torch.no_grad():
-        model.get_output_embeddings().weight[len(tokenizer):] = 0
+        rows = model.get_output_embeddings().weight
+        rows[len(tokenizer):] = 0
+        rows[:len(tokenizer)][~starts_word] = 0
     model.generation_config.top_k = 50  # sampling keeps to the top ids, as published generation configs do
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

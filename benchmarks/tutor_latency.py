@@ -12,7 +12,9 @@ student count lets that many students ask at the same moment through the Gradio 
 Reported per mode and student count: time to first token p50/p95 (from submitting, so queue waits count), each
 student's decode rate (tokens after the first, over the time after the first), and the aggregate rate (every
 reply's tokens over the wall time of the round). Tokens are the final replies re-tokenized with the model's
-tokenizer. The JSON (`--out`) also holds the command line and the machine.
+tokenizer. Each request's raw timings are kept too, with `first_tokens`, the tokens of the first text the student saw:
+about 1 when text streams as it comes, the whole reply when it was held back (a reply without a space, see
+benchmarks/train_throughput.py write_random_model). The JSON (`--out`) also holds the command line and the machine.
 """
 
 import argparse
@@ -36,32 +38,35 @@ POLL_S = 0.01  # how often a student looks for the first streamed output
 
 
 def ask(client, question: str, model: str, max_new_tokens: int, temperature: float) -> dict:
-    """One question: when it was submitted, when its first text arrived, when it ended, and the reply."""
+    """One question: when it was submitted, when its first text arrived and what it was, when it ended, the reply."""
     started = time.monotonic()
     job = client.submit(question, [], model, temperature, 0.9, max_new_tokens, "", False, api_name="/chat")
-    first = None
+    first, first_text = None, ""
     while not job.done():
         if first is None and job.outputs():
-            first = time.monotonic()
+            first, first_text = time.monotonic(), str(job.outputs()[0])
         time.sleep(POLL_S)
     ended = time.monotonic()
     try:
         reply = job.result()
     except Exception as exc:  # noqa: BLE001 - counted and reported by message: what the student would see
         return {"error": f"{type(exc).__name__}: {exc}"}
-    return {"started": started, "first": first or ended, "ended": ended, "reply": reply or ""}
+    return {"started": started, "first": first or ended, "first_text": first_text or reply or "", "ended": ended,
+            "reply": reply or ""}
 
 
 def ask_directly(question: str, model: str, max_new_tokens: int, temperature: float) -> dict:
     """One question through tutor.chat.stream_reply in this process: the serving path without the web server."""
     from tutor.chat import ChatSettings, stream_reply
 
-    started, first, reply = time.monotonic(), None, ""
+    started, first, first_text, reply = time.monotonic(), None, "", ""
     for reply in stream_reply(model, [{"role": "user", "content": question}],
                               ChatSettings(temperature=temperature, top_p=0.9, max_new_tokens=max_new_tokens)):
-        first = first or time.monotonic()
+        if first is None:
+            first, first_text = time.monotonic(), reply
     ended = time.monotonic()
-    return {"started": started, "first": first or ended, "ended": ended, "reply": reply}
+    return {"started": started, "first": first or ended, "first_text": first_text or reply, "ended": ended,
+            "reply": reply}
 
 
 def round_of(url: str | None, students: int, rounds: int, model: str, max_new_tokens: int, temperature: float,
@@ -91,7 +96,8 @@ def round_of(url: str | None, students: int, rounds: int, model: str, max_new_to
     wall = time.monotonic() - began
     served = [r for r in results if "error" not in r]
     for r in served:
-        r["tokens"] = len(tokenizer(r["reply"], add_special_tokens=False)["input_ids"])
+        r["tokens"], r["first_tokens"] = (len(tokenizer(r[key], add_special_tokens=False)["input_ids"])
+                                          for key in ("reply", "first_text"))
     decode = [(r["tokens"] - 1) / (r["ended"] - r["first"])
               for r in served if r["tokens"] > 1 and r["ended"] > r["first"]]
     tokens = sum(r["tokens"] for r in served)
@@ -105,7 +111,8 @@ def round_of(url: str | None, students: int, rounds: int, model: str, max_new_to
         "aggregate_tokens_per_s": round(tokens / wall, 2), "tokens": tokens,
         "reply_tokens_mean": round(tokens / len(served), 1) if served else None,
         "requests_s": [{"first": round(r["first"] - r["started"], 3), "ended": round(r["ended"] - r["started"], 3),
-                        "offset": round(r["started"] - began, 3), "tokens": r["tokens"]} for r in served],
+                        "offset": round(r["started"] - began, 3), "tokens": r["tokens"],
+                        "first_tokens": r["first_tokens"]} for r in served],
     }
 
 
