@@ -234,6 +234,10 @@ def load_base(path: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     if torch.cuda.is_available():
+        # PyTorch's cuDNN attention builds a plan for each new shape, and a growing reply is a new shape at every step:
+        # on an H200 that cost 2 ms of host time per attention call against 0.05 ms on the GPU (benchmarks/README.md).
+        # Its flash and memory-efficient kernels take the work instead. The switch is process-wide.
+        torch.backends.cuda.enable_cudnn_sdp(False)
         compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         kwargs = {"device_map": {"": 0}, "dtype": compute}
         if os.environ.get("MATH_STUDIO_TUTOR_4BIT", "1") != "0":
