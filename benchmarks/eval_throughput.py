@@ -24,11 +24,23 @@ from benchmarks.train_throughput import SHAPES, write_random_model  # noqa: E402
 from tutor.evaluate import EvalConfig, evaluate  # noqa: E402
 
 
-def timed_run(model: str, data: str, limit: int, batch_size: int, max_new_tokens: int, one_at_a_time: bool) -> dict:
+def timed_run(model: str, data: str, limit: int, batch_size: int, max_new_tokens: int, one_at_a_time: bool,
+              save) -> dict:
+    """One evaluation. While it runs, `save` gets the problems done and the seconds of generation so far after every
+    batch, so a run cut short still tells its pace."""
     config = EvalConfig(model=model, benchmark="gsm8k", data_file=data, limit=limit, batch_size=batch_size,
                         max_new_tokens=max_new_tokens, one_at_a_time=one_at_a_time)
+    done: list[dict] = []
+    clock: dict[str, float] = {}
+
+    def progress(problems: int, total: int, _model: str) -> None:
+        began = clock.setdefault("generating", time.perf_counter())  # the first call: generation begins
+        if problems:
+            done.append({"problems": problems, "of": total, "generate_s": round(time.perf_counter() - began, 1)})
+            save({"so_far": done})
+
     started = time.perf_counter()
-    report = evaluate(config)
+    report = evaluate(config, progress)
     summary = report["summary"]["base"]
     return {"problems": report["data"]["problems"], "wall_s": round(time.perf_counter() - started, 1),
             "batch_size": summary["batch_size"], "generate_s": summary.get("generate_s"),
@@ -58,7 +70,11 @@ def main(argv=None) -> int:
     # keeps what it measured.
     for name, limit, batch_size, one_at_a_time in [("loop", args.loop_problems, 1, True),
                                                    ("batched", args.limit, args.batch_size, False)]:
-        result[name] = timed_run(model, args.data, limit, batch_size, args.max_new_tokens, one_at_a_time)
+        def save(partial: dict, name=name) -> None:
+            result[name] = partial
+            Path(args.out).write_text(json.dumps(result, indent=1))
+
+        result[name] = timed_run(model, args.data, limit, batch_size, args.max_new_tokens, one_at_a_time, save)
         print(json.dumps({name: result[name]}), flush=True)
         Path(args.out).write_text(json.dumps(result, indent=1))
     batched, loop = result["batched"], result["loop"]
