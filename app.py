@@ -220,7 +220,12 @@ def refresh_jobs(password, job_id):
     if instructor_refusal(password):  # students see no jobs, logs or names
         return pd.DataFrame(columns=JOB_COLUMNS), gr.Dropdown(choices=[], value=None), *job_view(password, job_id)
     ids = job_ids()
-    return jobs_table(), gr.Dropdown(choices=ids, value=job_id if job_id in ids else None), *job_view(password, job_id)
+    if job_id and job_id not in ids:  # deleted meanwhile, here or by another client
+        return jobs_table(), gr.Dropdown(choices=ids, value=None), *job_view(password, None)
+    # The choices only, and no monitor without a pick: a tick sent just before a launch or a pick would otherwise
+    # answer after it with the old pick, and set it back.
+    monitor = job_view(password, job_id) if job_id else [gr.skip()] * 5
+    return jobs_table(), gr.Dropdown(choices=ids), *monitor
 
 
 def build_train(password: gr.Textbox):

@@ -292,6 +292,21 @@ def at_once(*calls) -> list:
     return results
 
 
+def test_a_late_monitor_tick_leaves_a_new_pick_alone(data_root, monkeypatch):
+    """The monitor ticks every 2 s with the pick the page had when it sent. A tick sent just before a launch (no pick
+    yet) can answer after the launch has picked the new job: it must not set the pick back, or the monitor would say
+    "Pick a job" for good while the job runs."""
+    import gradio as gr
+
+    monkeypatch.delenv("INSTRUCTOR_PASSWORD", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    _, picker, *monitor = app.refresh_jobs("", None)
+    assert "value" not in picker.constructor_args  # the choices only: the page keeps its pick
+    assert monitor == [gr.skip()] * 5  # and its monitor
+    _, picker, facts, progress, *_ = app.refresh_jobs("", "20260101-000000-deleted")  # a pick deleted meanwhile
+    assert picker.constructor_args["value"] is None and facts == "Pick a job to monitor." and progress == ""
+
+
 def test_two_clients_on_the_same_jobs(data_root, tiny_model_dir, tmp_path, no_stray_workers):
     from gradio_client import Client
     from gradio_client.exceptions import AppError
