@@ -183,7 +183,8 @@ def job_view(password, job_id):
     place = f" · #{status['queue_place']} in queue" if "queue_place" in status else ""
     facts = [f"**{html.escape(status['name'])}** · `{status['state']}`{place}", f"device: {status.get('device') or '-'}"]
     if last:
-        facts += [f"loss {last.get('loss') or '-'}", f"lr {last.get('learning_rate') or 0:.2e}",
+        loss = last.get("loss")
+        facts += [f"loss {loss:.4g}" if loss is not None else "loss -", f"lr {last.get('learning_rate') or 0:.2e}",
                   f"{last.get('tokens_per_second', 0):,.0f} tokens/s", f"memory {last.get('memory_mb', 0):,.0f} MB"]
     if status.get("reason"):
         facts.append(f"\n\n> {html.escape(status['reason'])}")

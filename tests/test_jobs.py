@@ -34,6 +34,7 @@ def test_create_job_writes_config_and_queued_status(data_root):
     assert JobConfig.load(path / "config.yaml").lora_r == 8
     status = jobs.read_status(path)
     assert status["state"] == "queued" and status["name"] == "my job/../x"
+    assert status["base_model"] == JobConfig().base_model  # the jobs table's base model column
     with pytest.raises(ConfigError):
         jobs.create_job(JobConfig(lora_r=0))
     assert len(list((data_root / "jobs").iterdir())) == 1  # nothing written for the refused job

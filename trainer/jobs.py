@@ -1,6 +1,6 @@
 """The job store: every job is a folder under `<data_root>/jobs/`, and its state lives on disk there.
 
-    config.yaml      the JobConfig            status.json   state, times, pid, reason, step
+    config.yaml      the JobConfig            status.json   state, times, pid, reason, step, base model
     progress.jsonl   one line per log step    train.log     the worker's output
     checkpoints/     Trainer checkpoints      adapter/      the PEFT adapter (final or so far)
     metrics.json     summary of a finished run
@@ -96,6 +96,7 @@ def create_job(config: JobConfig, name: str = "") -> Path:
     write_json(path / "status.json", {
         "id": job_id, "name": name.strip() or slug, "state": "queued", "created": now(),
         "started": None, "finished": None, "reason": "", "step": 0, "total_steps": None, "pid": None,
+        "base_model": config.base_model,  # for the jobs table, which lists statuses
     })
     return path
 
