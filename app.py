@@ -21,7 +21,7 @@ from trainer.config import PRESETS, TUTOR_PROMPT, ConfigError, JobConfig
 from trainer.data import parse_spec
 from trainer.models import EMBEDDED, ModelError, check_model_fit, resolve_model
 from trainer.paths import storage_warning
-from tutor.answers import check_student_answer
+from trainer.answers import check_student_answer
 from tutor.chat import ChatSettings, stream_reply
 from tutor.evaluate import BENCHMARKS, EvalConfig, default_report_path, evaluate, summary_lines, write_report
 from tutor.models import list_choices

@@ -1,4 +1,4 @@
-"""tutor.answers: extracting final answers, deciding equivalence (also off the main thread), checking students."""
+"""trainer.answers: extracting final answers, deciding equivalence (also off the main thread), checking students."""
 
 import json
 import sys
@@ -9,8 +9,8 @@ import pytest
 
 from tests.conftest import SHARED_DATA, needs_shared_data
 
-from tutor import answers
-from tutor.answers import check_student_answer, extract_answer, is_equivalent, last_boxed, math_verify_equal
+from trainer import answers
+from trainer.answers import check_student_answer, extract_answer, is_equivalent, last_boxed, math_verify_equal
 
 # ---------------------------------------------------------------- extraction
 

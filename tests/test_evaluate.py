@@ -100,7 +100,7 @@ def test_eval_of_base_and_adapter_writes_a_full_report_into_the_job(data_root, t
     assert report["data"] == {"source": str(gsm8k_file), "problems": 4}
     protocol = report["protocol"]
     assert protocol["shots"] == 0 and protocol["max_new_tokens"] == 8 and protocol["batch_size"] == 3
-    assert protocol["decoding"].startswith("greedy") and protocol["extractor"] == "tutor.answers.extract_answer"
+    assert protocol["decoding"].startswith("greedy") and protocol["extractor"] == "trainer.answers.extract_answer"
     assert set(protocol["versions"]) == {"torch", "transformers", "peft", "math-verify"}
     assert set(report["runs"]) == {"base", "adapter"} and report["runs"]["base"]["choice"] == str(tiny_model_dir)
     for run in report["runs"].values():

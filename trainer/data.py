@@ -46,6 +46,7 @@ from pathlib import Path
 from jinja2 import TemplateError
 
 from trainer import basic_math
+from trainer.answers import last_boxed
 from trainer.config import JobConfig
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,6 @@ ROLES = {"system", "user", "assistant"}
 
 HUB_ID_RE = re.compile(r"^(?P<repo>[\w.-]+(?:/[\w.-]+)?)(?::(?P<config>[\w.-]+))?$")
 CALCULATOR_RE = re.compile(r"<<[^<>]*>>")  # GSM8K's <<48/2=24>> notes
-BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 SYSTEM_PROBE = "SYSTEM-PROMPT-PROBE"
 
 SCHEMA_HELP = (
@@ -391,7 +391,7 @@ def normalize(row: dict, schema: str, where: str) -> dict | None:
     if schema == "mathx":
         solution = as_text(row.get("generated_solution"))
         reasoning = solution.split("</think>")[0].replace("<think>", "").strip()
-        answer = as_text(row.get("expected_answer")) or last_boxed(solution)
+        answer = as_text(row.get("expected_answer")) or last_boxed(solution) or ""
     elif schema == "gsm8k":
         steps, _, final = as_text(row.get("answer")).rpartition("####")
         reasoning, answer = CALCULATOR_RE.sub("", steps).strip(), final.strip().replace(",", "")
@@ -399,7 +399,7 @@ def normalize(row: dict, schema: str, where: str) -> dict | None:
         reasoning, answer = as_text(row.get("code")), as_text(row.get("target"))
     elif schema == "math":
         reasoning = as_text(row.get("solution"))
-        answer = as_text(row.get("answer")) or last_boxed(reasoning)
+        answer = as_text(row.get("answer")) or last_boxed(reasoning) or ""
     else:  # plain
         reasoning, answer = as_text(row.get("reasoning")), as_text(row.get("answer"))
     if not problem or not answer:
@@ -414,19 +414,6 @@ def as_text(value) -> str:
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else f"{value:.10g}"
     return str(value).strip()
-
-
-def last_boxed(text: str) -> str:
-    """The content of the last \\boxed{...} (nested braces allowed), or "" when there is none."""
-    starts = list(BOXED_RE.finditer(text))
-    if not starts:
-        return ""
-    depth, begin = 1, starts[-1].end()
-    for index in range(begin, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[index], 0)
-        if depth == 0:
-            return text[begin:index].strip()
-    return ""
 
 
 def check_messages(messages, where: str) -> list[dict]:

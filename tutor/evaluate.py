@@ -1,8 +1,8 @@
 """Benchmark accuracy of a model, or of a base and its adapter on the same problems, with a pinned protocol.
 
 Protocol: zero-shot, the tutor system prompt and the bare question through the model's own chat template, greedy
-decoding, a fixed max_new_tokens, batched with left padding, answers extracted by `tutor.answers.extract_answer`
-and checked by `tutor.answers.is_equivalent`. All of it is recorded in the report beside every problem.
+decoding, a fixed max_new_tokens, batched with left padding, answers extracted by `trainer.answers.extract_answer`
+and checked by `trainer.answers.is_equivalent`. All of it is recorded in the report beside every problem.
 """
 
 import json
@@ -18,7 +18,7 @@ import torch
 from trainer.config import TUTOR_PROMPT
 from trainer.models import EMBEDDED
 from trainer.paths import data_root
-from tutor.answers import extract_answer, is_equivalent
+from trainer.answers import extract_answer, is_equivalent
 from tutor.chat import encode
 from tutor.models import Loaded, adapter_base, adapter_base_name, base_path, cache_key, find_adapter, load_model
 
@@ -171,8 +171,8 @@ def protocol(config: EvalConfig, device: str) -> dict:
         "max_new_tokens": config.max_new_tokens,
         "batch_size": 1 if config.one_at_a_time else config.batch_size,
         "padding": "left, with attention mask",
-        "extractor": "tutor.answers.extract_answer",
-        "equivalence": "tutor.answers.is_equivalent",
+        "extractor": "trainer.answers.extract_answer",
+        "equivalence": "trainer.answers.is_equivalent",
         "device": device,
         "versions": {name: package_version(name) for name in ("torch", "transformers", "peft", "math-verify")},
     }

@@ -17,7 +17,7 @@ GSM8K's calculator notes (`<<48/2=24>>`) are dropped from the display.
 
 import re
 
-from tutor.answers import brace_pairs, extract_answer, last_boxed
+from trainer.answers import brace_pairs, extract_answer, last_boxed
 
 LATEX_DELIMITERS = [
     {"left": "$$", "right": "$$", "display": True},

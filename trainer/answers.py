@@ -5,7 +5,7 @@
 compared here exactly; anything else goes to math-verify, which runs in a worker process so that a comparison
 that hangs in sympy can be killed after `timeout_s`. That works from any thread (math-verify's own timeout uses
 signal.alarm, which only works in the main thread, so it is turned off with `parsing_timeout=None` and
-`timeout_seconds=None`). `python -m tutor.answers` is that worker: one JSON request per line on stdin.
+`timeout_seconds=None`). `python -m trainer.answers` is that worker: one JSON request per line on stdin.
 """
 
 import atexit
@@ -167,7 +167,7 @@ def _numbers_equal(a: tuple[Fraction, bool], b: tuple[Fraction, bool]) -> bool:
 
 # ---------------------------------------------------------------- equivalence: math-verify in a worker process
 
-_VERIFIER_COMMAND = [sys.executable, "-m", "tutor.answers"]
+_VERIFIER_COMMAND = [sys.executable, "-m", "trainer.answers"]
 _VERIFIER_START_S = 120.0  # importing sympy and math-verify in a fresh process, on a slow machine
 _verifier: subprocess.Popen | None = None
 _verifier_lock = threading.RLock()
