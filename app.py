@@ -7,6 +7,7 @@ tutor/ or trainer/, and return what the UI shows. Training runs in its own proce
 import dataclasses
 import hmac
 import html
+import logging
 import os
 import re
 import threading
@@ -19,14 +20,16 @@ import pandas as pd
 from trainer import basic_math, jobs, publish
 from trainer.config import PRESETS, TUTOR_PROMPT, ConfigError, JobConfig
 from trainer.data import parse_spec
-from trainer.models import EMBEDDED, ModelError, check_model_fit, resolve_model
-from trainer.paths import storage_warning
 from trainer.answers import check_student_answer
+from trainer.models import EMBEDDED, Kind, ModelChoice, ModelError, check_model_fit, resolve_model
+from trainer.store import State, storage_warning
 from tutor.chat import ChatSettings, stream_reply
 from tutor.evaluate import BENCHMARKS, EvalConfig, default_report_path, evaluate, summary_lines, write_report
 from tutor.models import list_choices
 from tutor.render import LATEX_DELIMITERS, normalize_latex, reply_messages, split_reasoning
 from tutor.serving import batching_enabled, on_zero_gpu
+
+log = logging.getLogger("app")
 
 try:
     from spaces import GPU as gpu  # Hugging Face's ZeroGPU package: lends a GPU for each call (a no-op elsewhere)
@@ -36,7 +39,7 @@ except ImportError:  # not installed; our own spaces/ folder is a plain folder a
         return task if task is not None else (lambda fn: fn)
 
 CONFIG_FIELDS = [f for f in dataclasses.fields(JobConfig)]
-BASIC = ["base_model", "dataset", "max_samples", "quantization", "lora_r", "lora_alpha", "max_seq_length",
+BASIC = ["base_model", "dataset", "method", "max_samples", "quantization", "lora_r", "lora_alpha", "max_seq_length",
          "per_device_batch_size", "gradient_accumulation_steps", "learning_rate", "num_epochs", "max_steps"]
 JOB_COLUMNS = ["id", "name", "state", "queue", "step", "base model", "created"]
 # Bounds on what one request may ask for; beyond them a student gets a message instead of a stuck server.
@@ -65,6 +68,11 @@ def instructor_refusal(password: str) -> str:
     return ""
 
 
+def oauth_enabled() -> bool:
+    """A Space with `hf_oauth: true` in its README (spaces/README.md): Hugging Face sets OAUTH_CLIENT_ID there."""
+    return bool(os.environ.get("OAUTH_CLIENT_ID"))
+
+
 def check_instructor(password: str) -> None:
     """Called first in every instructor event handler, so the API cannot skip what the page hides."""
     refusal = instructor_refusal(password)
@@ -83,17 +91,17 @@ def train_notes() -> str:
 
 
 def config_input(f: dataclasses.Field, default):
-    """A form component for one JobConfig field, its default and choices taken from the dataclass."""
-    label = f.name
+    """A form component for one JobConfig field, its default, choices and help taken from the dataclass."""
+    label, info = f.name, f.metadata.get("help")
     if f.metadata.get("choices"):
-        return gr.Dropdown(f.metadata["choices"], value=default, label=label)
+        return gr.Dropdown(f.metadata["choices"], value=default, label=label, info=info)
     if f.type is bool:
-        return gr.Checkbox(value=default, label=label)
+        return gr.Checkbox(value=default, label=label, info=info)
     if f.type in (int, float):
-        return gr.Number(value=default, label=label, precision=0 if f.type is int else None)
+        return gr.Number(value=default, label=label, info=info, precision=0 if f.type is int else None)
     if f.type == list[str]:
-        return gr.Textbox(value=", ".join(default), label=label)
-    return gr.Textbox(value=default, label=label, lines=3 if f.name == "system_prompt" else 1)
+        return gr.Textbox(value=", ".join(default), label=label, info=info)
+    return gr.Textbox(value=default, label=label, info=info, lines=3 if f.name == "system_prompt" else 1)
 
 
 def form_config(values) -> JobConfig:
@@ -151,7 +159,7 @@ def job_ids() -> list[str]:
 
 def jobs_table() -> pd.DataFrame:
     rows = [[s["id"], s["name"], s["state"], s.get("queue_place", ""), f"{s.get('step', 0)}/{s.get('total_steps') or '?'}",
-             s.get("base_model", ""), s["created"][:19].replace("T", " ")] for s in reversed(jobs.list_jobs())]
+             s.get("base_model", ""), str(s.get("created") or "")[:19].replace("T", " ")] for s in reversed(jobs.list_jobs())]
     return pd.DataFrame(rows, columns=JOB_COLUMNS)
 
 
@@ -298,7 +306,7 @@ def card_markdown(card: str) -> str:
 def completed_jobs() -> list[tuple[str, str]]:
     """(label, job id) for every completed job, newest first."""
     return [(f"{s['name']} · {s['id']}" if s.get("name") else s["id"], s["id"])
-            for s in reversed(jobs.list_jobs()) if s["state"] == "completed"]
+            for s in reversed(jobs.list_jobs()) if s["state"] == State.COMPLETED]
 
 
 def publish_job_dir(job_id):
@@ -335,12 +343,15 @@ def merge_model(password, job_id, name, progress=gr.Progress()):
     return f"Merged into `{target}`: students can pick **{target.name} (merged)** in the Tutor's model picker."
 
 
-def push_model(password, job_id, repo_id, private, merged, token, progress=gr.Progress()):
-    """Push with the token typed for this push (or HF_TOKEN); the token box is emptied once the push succeeds."""
+def push_model(password, job_id, repo_id, private, merged, token, progress=gr.Progress(),
+               login: gr.OAuthToken | None = None):
+    """Push with the token typed for this push, else the instructor's own from the Hugging Face login (on a Space),
+    else HF_TOKEN; the token box is emptied once the push succeeds."""
     check_instructor(password)
     path = publish_job_dir(job_id)
+    token = (token or "").strip() or (login.token if login else None)
     try:
-        url = publish.push_job(path, (repo_id or "").strip(), token=(token or "").strip() or None, merged=bool(merged),
+        url = publish.push_job(path, (repo_id or "").strip(), token=token, merged=bool(merged),
                                private=bool(private), progress=lambda share, message: progress(share, desc=message))
     except (publish.PublishError, ModelError) as exc:
         raise gr.Error(str(exc)) from None
@@ -366,7 +377,8 @@ def build_publish(password: gr.Textbox):
                 private = gr.Checkbox(True, label="Private repo")
                 merged = gr.Checkbox(False, label="Push the merged model instead of the adapter")
             token = gr.Textbox(label="Hugging Face token, for this push only", type="password",
-                               placeholder="hf_... with write access; empty: the server's HF_TOKEN",
+                               placeholder="hf_... with write access; empty: your Hugging Face login, "
+                                           "else the server's HF_TOKEN",
                                elem_id="publish-token")
             push_btn = gr.Button("Push to the Hub", variant="primary")
             push_result = gr.Markdown(elem_id="push-result")
@@ -555,7 +567,7 @@ def build_evaluate(password: gr.Textbox):
     with gr.Row():
         with gr.Column(scale=1):
             model = gr.Textbox(label="Base model (empty: the adapter's own base, or the embedded default)")
-            adapter = gr.Dropdown([c for c in list_choices() if c[1].startswith("adapter:")], value=None,
+            adapter = gr.Dropdown([c for c in list_choices() if ModelChoice.parse(c[1]).kind is Kind.ADAPTER], value=None,
                                   label="Adapter (a finished job)", allow_custom_value=True)
             benchmark = gr.Dropdown(list(BENCHMARKS), value=config.benchmark, label="Benchmark")
             limit = gr.Number(50, label="Problems (0 for all)", precision=0)
@@ -576,6 +588,8 @@ def build_app() -> gr.Blocks:
         gr.Markdown("# Math Agent Studio\nFine-tune small open models to solve math step by step, and tutor with them.")
         password = gr.Textbox(label="Instructor password", type="password", visible=instructor_required(),
                               elem_id="instructor-password")
+        if oauth_enabled():  # a Space with hf_oauth: pushes go out with the instructor's own account
+            gr.LoginButton("Log in with Hugging Face to push")
         with gr.Tab("Tutor"):
             build_tutor()
         with gr.Tab("Train"):
@@ -590,8 +604,11 @@ def build_app() -> gr.Blocks:
 def run_scheduler(stop: threading.Event, every_s: float = 2.0) -> None:
     """Start queued jobs one at a time while the app runs; the workers themselves outlive the app."""
     while not stop.wait(every_s):
-        jobs.reap()
-        jobs.schedule()
+        try:
+            jobs.reap()
+            jobs.schedule()
+        except Exception as exc:  # noqa: BLE001 - one bad tick (a damaged file, a full disk) must not stop the queue
+            log.error("The job scheduler skipped a tick: %s: %s", type(exc).__name__, exc)
 
 
 def import_libraries() -> None:

