@@ -114,3 +114,22 @@ def test_a_question_longer_than_the_context_is_refused_clearly(tiny_model_dir):
     with pytest.raises(PromptTooLongError, match="too long for this model.*Shorten"):
         next(stream_reply(str(tiny_model_dir), ask(huge), GREEDY))
     assert not reply_threads()
+
+
+def test_fitting_a_long_history_encodes_each_turn_about_once(tiny_model_dir):
+    """2,000 empty exchanges: the oldest are dropped by counting, not by encoding the conversation again per drop
+    (which took minutes: the cost grew with the square of the turns)."""
+    loaded = load_model(str(tiny_model_dir))
+    history = [m for _ in range(2000) for m in ({"role": "user", "content": ""}, {"role": "assistant", "content": ""})]
+    messages = build_messages([*history, {"role": "user", "content": "What is 6 * 7?"}], "SYSTEM PROMPT")
+    rendered = []
+    template = loaded.tokenizer.apply_chat_template
+    loaded.tokenizer.apply_chat_template = lambda conversation, **kwargs: (
+        rendered.append(len(conversation)) or template(conversation, **kwargs))
+    try:
+        ids = fit_prompt(loaded, messages, max_new_tokens=512)
+    finally:
+        del loaded.tokenizer.apply_chat_template
+    assert len(ids) <= 2048 - 512 and len(ids) > 2048 - 512 - 40  # as many turns as fit are kept
+    assert "What is 6 * 7?" in loaded.tokenizer.decode(ids)
+    assert sum(rendered) <= 2 * len(messages)  # messages put through the chat template, over all encodes

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from trainer.config import TUTOR_PROMPT
+from trainer.models import Kind, ModelChoice
 from tutor.models import Loaded, load_model
 
 
@@ -40,18 +41,19 @@ class StopOnEvent:
 
 
 def stream_reply(
-    choice: str, history: list[dict], settings: ChatSettings | None = None, stop: threading.Event | None = None
+    choice: "str | ModelChoice", history: list[dict], settings: ChatSettings | None = None, stop: threading.Event | None = None
 ) -> Iterator[str]:
     """Yield the reply so far (cumulative text) to the conversation `history`, whose last message is the student's.
 
     Setting `stop` (or closing this generator) ends generation; the text so far is what was yielded last.
     """
-    if choice.startswith("remote:"):  # a model of the OpenAI-compatible tutor server: see tutor/remote.py
+    choice = ModelChoice.parse(choice)
+    if choice.kind is Kind.REMOTE:  # a model of the OpenAI-compatible tutor server: see tutor/remote.py
         from tutor.remote import stream_remote
 
         settings = settings or ChatSettings()
         opening = [{"role": "assistant", "content": THINK_OPEN}] if settings.think_first else []  # vLLM continues it
-        yield from stream_remote(choice.removeprefix("remote:"), build_messages(history, settings.system_prompt)
+        yield from stream_remote(choice.ref, build_messages(history, settings.system_prompt)
                                  + opening, settings, stop or threading.Event())
         return
     from transformers import TextIteratorStreamer
@@ -143,7 +145,11 @@ def context_length(model) -> int:
 
 
 def fit_prompt(loaded: Loaded, messages: list[dict], max_new_tokens: int) -> list[int]:
-    """The prompt's token ids, dropping the oldest turns until it leaves room for `max_new_tokens`."""
+    """The prompt's token ids, dropping the oldest turns until it leaves room for `max_new_tokens`.
+
+    Linear in the conversation: each turn's text is tokenized once, and the turns to drop are counted from those
+    sizes; only prompts about the size of the context are encoded again (once or twice), never the whole one per turn.
+    """
     budget = context_length(loaded.model) - max_new_tokens
     if budget <= 0:
         raise PromptTooLongError(
@@ -152,22 +158,40 @@ def fit_prompt(loaded: Loaded, messages: list[dict], max_new_tokens: int) -> lis
         )
     system = messages[:1] if messages[0]["role"] == "system" else []
     turns = messages[len(system):]
-    while True:
-        ids = encode(loaded.tokenizer, system + turns)
-        if len(ids) <= budget:
-            return ids
-        if len(turns) == 1:
+    ids = encode(loaded.tokenizer, system + turns)
+    if len(ids) <= budget:
+        return ids
+    sizes = turn_sizes(loaded.tokenizer, system, turns, len(ids))
+    start = 0
+    while len(ids) > budget:
+        if start == len(turns) - 1:
             raise PromptTooLongError(
                 f"The question is too long for this model: {len(ids)} tokens with the system prompt, but only "
                 f"{budget} fit ({context_length(loaded.model)}-token context minus {max_new_tokens} for the reply). "
                 "Shorten the question or lower max new tokens."
             )
-        turns = drop_oldest_turn(turns)
+        start = drop_oldest_turns(turns, sizes, start, len(ids) - budget)
+        ids = encode(loaded.tokenizer, system + turns[start:])
+    return ids
 
 
-def drop_oldest_turn(turns: list[dict]) -> list[dict]:
-    """The conversation without its oldest exchange; it still starts with a student's message."""
-    rest = turns[1:]
-    while len(rest) > 1 and rest[0]["role"] != "user":
-        rest = rest[1:]
-    return rest
+def turn_sizes(tokenizer, system: list[dict], turns: list[dict], total: int) -> list[float]:
+    """About how many of the conversation's `total` tokens each turn takes: its text's tokens, plus the template's
+    tokens around a message (the conversation less its last turn and the text of the others, shared out)."""
+    texts = tokenizer([message_text(m["content"]) for m in turns], add_special_tokens=False)["input_ids"]
+    sizes = [len(ids) for ids in texts]
+    if len(turns) < 2:
+        return sizes
+    last_alone = len(encode(tokenizer, system + turns[-1:]))
+    around = max(0.0, (total - last_alone - sum(sizes[:-1])) / (len(turns) - 1))
+    return [size + around for size in sizes]
+
+
+def drop_oldest_turns(turns: list[dict], sizes: list[float], start: int, excess: int) -> int:
+    """Where the conversation starts once the oldest turns from `start` on covering `excess` tokens (at least one
+    turn) are dropped; it still starts with a student's message, and keeps the last one."""
+    dropped = 0
+    while start < len(turns) - 1 and (dropped < excess or turns[start]["role"] != "user"):
+        dropped += sizes[start]
+        start += 1
+    return start
