@@ -5,17 +5,22 @@ tutor/ or trainer/, and return what the UI shows. Training runs in its own proce
 """
 
 import dataclasses
+import hashlib
 import hmac
 import html
 import logging
 import os
 import re
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+from starlette.middleware import Middleware
 
 from trainer import basic_math, jobs, publish
 from trainer.config import PRESETS, TUTOR_PROMPT, ConfigError, JobConfig
@@ -28,6 +33,7 @@ from tutor.evaluate import BENCHMARKS, EvalConfig, default_report_path, evaluate
 from tutor.models import list_choices
 from tutor.render import LATEX_DELIMITERS, normalize_latex, reply_messages, split_reasoning
 from tutor.serving import batching_enabled, on_zero_gpu
+from tutor.steps import find_mistake as find_first_mistake, model_judge, split_steps
 
 log = logging.getLogger("app")
 
@@ -47,8 +53,60 @@ QUEUE_SIZE = int(os.environ.get("MATH_STUDIO_QUEUE_SIZE", "64"))  # requests wai
 MAX_UPLOAD = "100mb"  # Gradio refuses bigger uploads (HTTP 413)
 MAX_QUESTION_CHARS = 20_000  # about 5,000 tokens: more than the embedded model's context leaves for a question
 MAX_CONVERSATION_CHARS = 200_000  # all earlier turns sent with a question
+MAX_CONVERSATION_TURNS = 400  # messages (200 exchanges): empty turns cost no characters but tokens and time
+PASSWORD_TRIES = 10  # different wrong instructor passwords from one client; then each further one waits, doubling
+PASSWORD_WAIT_MAX_S = 300
 MAX_NEW_TOKENS = 2048
 OUT_OF_MEMORY_RE = re.compile(r"out of memory|can't allocate memory", re.I)  # CUDA's words, and the CPU allocator's
+
+
+class UserError(gr.Error):
+    """An expected refusal (bad input, a wrong password): shown to the user, one line in the server log, no
+    traceback (Gradio prints one for every other exception)."""
+
+    def __init__(self, message: str, quiet: bool = False):
+        super().__init__(message, print_exception=False)
+        if not quiet:
+            log.warning("refused: %s", message[:300].replace("\n", " "))
+
+
+class PasswordThrottle:
+    """Wrong instructor passwords per client address: after `tries` different ones, that client is refused without a
+    check for 1 s, then 2, 4, ... up to `wait_max_s` after each further one; the right one clears the count. The same
+    wrong password sent again (the page's timer re-sends what is typed) is no new guess."""
+
+    def __init__(self, tries: int, wait_max_s: float):
+        self.tries, self.wait_max_s = tries, wait_max_s
+        self.wrong: dict[str, tuple[set[bytes], float]] = {}  # client -> (wrong passwords' digests, refused until)
+        self.lock = threading.Lock()
+
+    def wait_s(self, client: str) -> float:
+        return max(0.0, self.wrong.get(client, (set(), 0.0))[1] - time.monotonic())
+
+    def failed(self, client: str, password: str) -> None:
+        digest = hashlib.sha256(password.encode()).digest()
+        with self.lock:
+            tried = self.wrong.setdefault(client, (set(), 0.0))[0]
+            if digest in tried:
+                return
+            tried.add(digest)
+            wait = min(2.0 ** (len(tried) - self.tries), self.wait_max_s) if len(tried) >= self.tries else 0.0
+            self.wrong[client] = (tried, time.monotonic() + wait)
+        log.warning("wrong instructor password from %s (%d different since the last right one%s)", client,
+                    len(tried), f"; refused for {wait:.0f} s" if wait else "")
+
+    def succeeded(self, client: str) -> None:
+        with self.lock:
+            self.wrong.pop(client, None)
+
+
+password_throttle = PasswordThrottle(PASSWORD_TRIES, PASSWORD_WAIT_MAX_S)
+
+
+def client_address() -> str | None:
+    """The address of the client whose request this handler serves; None outside a request (a direct call)."""
+    request = gr.context.LocalContext.request.get(None)
+    return getattr(getattr(request, "client", None), "host", None) if request is not None else None
 
 
 def instructor_required() -> bool:
@@ -63,8 +121,16 @@ def instructor_refusal(password: str) -> str:
     expected = os.environ.get("INSTRUCTOR_PASSWORD", "")
     if not expected:
         return "The instructor side is closed: set the INSTRUCTOR_PASSWORD secret of this Space to open it."
+    client = client_address()
+    wait = password_throttle.wait_s(client) if client else 0
+    if wait:
+        return f"Instructor login needed: too many wrong passwords from {client}; try again in {wait:.0f} s."
     if not hmac.compare_digest(str(password or "").encode(), expected.encode()):
+        if client and password:  # an empty password is a student, not a guess
+            password_throttle.failed(client, str(password))
         return "Instructor login needed: enter the instructor password at the top of the page."
+    if client:
+        password_throttle.succeeded(client)
     return ""
 
 
@@ -77,7 +143,7 @@ def check_instructor(password: str) -> None:
     """Called first in every instructor event handler, so the API cannot skip what the page hides."""
     refusal = instructor_refusal(password)
     if refusal:
-        raise gr.Error(refusal)
+        raise UserError(refusal, quiet=True)  # a wrong password is logged once, by the throttle
 
 
 ZERO_GPU_NOTE = ("This Space runs on ZeroGPU hardware, which lends a GPU for one short call at a time: training needs "
@@ -126,7 +192,7 @@ def preview_data(password, *values):
         tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.base_model))
         result = preview(config, tokenizer, n=3)
     except (ConfigError, ModelError, ValueError) as exc:
-        raise gr.Error(str(exc)) from None
+        raise UserError(str(exc)) from None
     shown = "\n\n".join(f"### Example {i + 1}\n```text\n{text}\n```" for i, text in enumerate(result["examples"]))
     lengths = pd.Series(result["lengths"])
     width = max(8, int(lengths.max() // 20) + 1)
@@ -140,14 +206,14 @@ def preview_data(password, *values):
 def launch_job(password, name, *values):
     check_instructor(password)
     if on_zero_gpu():
-        raise gr.Error(ZERO_GPU_NOTE)
+        raise UserError(ZERO_GPU_NOTE)
     try:
         config = form_config(values)
         parse_spec(config.dataset)
         check_model_fit(config, resolve_model(config.base_model))  # refused now, not by the worker in a minute
         path = jobs.create_job(config, name=name or "")
     except (ConfigError, ModelError, ValueError) as exc:
-        raise gr.Error(str(exc)) from None
+        raise UserError(str(exc)) from None
     jobs.schedule()
     gr.Info(f"Job {path.name} queued.")
     return gr.Dropdown(choices=job_ids(), value=path.name)
@@ -163,11 +229,18 @@ def jobs_table() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=JOB_COLUMNS)
 
 
+def duration_text(seconds: float) -> str:
+    """`1:02:03`, or `3 d 04:05:06` from a day on (a clock time would start again at 24 h)."""
+    days, rest = divmod(int(seconds), 86_400)
+    text = f"{rest // 3600}:{rest // 60 % 60:02d}:{rest % 60:02d}"
+    return f"{days:,} d {text}" if days else text
+
+
 def progress_html(status: dict, last: dict) -> str:
     step, total = status.get("step") or 0, status.get("total_steps") or 0
     share = step / total if total else 0
     eta = last.get("eta_s")
-    eta_text = f" · ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}" if eta and status["state"] == "running" else ""
+    eta_text = f" · ETA {duration_text(eta)}" if eta and status["state"] == "running" else ""
     return (f'<div class="job-progress" data-step="{step}" data-total="{total}">'
             f'<div style="background:#e5e7eb;border-radius:6px;height:14px">'
             f'<div style="width:{share:.1%};background:#2563eb;height:14px;border-radius:6px"></div></div>'
@@ -207,21 +280,21 @@ def job_view(password, job_id):
 def job_action(password, action, job_id):
     check_instructor(password)
     if not job_id:
-        raise gr.Error("Pick a job first.")
+        raise UserError("Pick a job first.")
     try:
         if action == "cancel":
             jobs.cancel_job(job_id)
         elif action == "resume":
             if on_zero_gpu():
-                raise gr.Error(ZERO_GPU_NOTE)
+                raise UserError(ZERO_GPU_NOTE)
             jobs.resume_job(job_id)
             jobs.schedule()
         elif action == "delete":
             jobs.delete_job(job_id)
         else:
-            raise gr.Error(f"Unknown job action {action!r}.")
+            raise UserError(f"Unknown job action {action!r}.")
     except jobs.JobError as exc:
-        raise gr.Error(str(exc)) from None
+        raise UserError(str(exc)) from None
     return gr.Dropdown(choices=job_ids(), value=None if action == "delete" else job_id)
 
 
@@ -310,12 +383,18 @@ def completed_jobs() -> list[tuple[str, str]]:
 
 
 def publish_job_dir(job_id):
+    """The folder of a completed job; the picker takes any value (a fresh API client has no choices), so it is
+    checked here."""
     if not job_id:
-        raise gr.Error("Pick a completed job first.")
+        raise UserError("Pick a completed job first.")
     try:
-        return jobs.job_dir(job_id)
+        path = jobs.job_dir(job_id)
     except jobs.JobError as exc:
-        raise gr.Error(str(exc)) from None
+        raise UserError(str(exc)) from None
+    state = jobs.refresh(path)["state"]
+    if state != State.COMPLETED:
+        raise UserError(f"Job {job_id} is {state}: only completed jobs can be published (resume it to finish it).")
+    return path
 
 
 def publish_jobs(password, job_id):
@@ -339,7 +418,7 @@ def merge_model(password, job_id, name, progress=gr.Progress()):
     try:
         target = publish.merge_job(path, (name or "").strip() or None)
     except (publish.PublishError, ModelError) as exc:
-        raise gr.Error(str(exc)) from None
+        raise UserError(str(exc)) from None
     return f"Merged into `{target}`: students can pick **{target.name} (merged)** in the Tutor's model picker."
 
 
@@ -354,7 +433,7 @@ def push_model(password, job_id, repo_id, private, merged, token, progress=gr.Pr
         url = publish.push_job(path, (repo_id or "").strip(), token=token, merged=bool(merged),
                                private=bool(private), progress=lambda share, message: progress(share, desc=message))
     except (publish.PublishError, ModelError) as exc:
-        raise gr.Error(str(exc)) from None
+        raise UserError(str(exc)) from None
     return f"Pushed to [{url}]({url})", gr.Textbox(value="")
 
 
@@ -363,7 +442,7 @@ def build_publish(password: gr.Textbox):
                 "or push the adapter (or the merged model) with its model card to the Hugging Face Hub.")
     with gr.Row():
         job = gr.Dropdown([] if instructor_required() else completed_jobs(), value=None, label="Completed job",
-                          scale=4, elem_id="publish-job")
+                          scale=4, elem_id="publish-job", allow_custom_value=True)  # checked by publish_job_dir
         refresh_btn = gr.Button("Refresh", scale=1)
     with gr.Row():
         with gr.Column():
@@ -417,19 +496,19 @@ def chat(message: str, history: list[dict] | None = None, model: str = EMBEDDED,
     try:
         yield from stream_reply(checked_model(model), messages, settings)
     except (ModelError, ValueError) as exc:
-        raise gr.Error(str(exc)) from None
+        raise UserError(str(exc)) from None
     except (RuntimeError, MemoryError) as exc:
         if not OUT_OF_MEMORY_RE.search(f"{type(exc).__name__} {exc}"):
             raise
-        raise gr.Error("The server ran out of memory for this reply: lower max new tokens, or ask again in a "
+        raise UserError("The server ran out of memory for this reply: lower max new tokens, or ask again in a "
                        "moment.") from None
 
 
 def checked_question(message) -> str:
     if not isinstance(message, str) or not message.strip():
-        raise gr.Error("Type a question first.")
+        raise UserError("Type a question first.")
     if len(message) > MAX_QUESTION_CHARS:
-        raise gr.Error(f"The question has {len(message):,} characters; at most {MAX_QUESTION_CHARS:,} fit. "
+        raise UserError(f"The question has {len(message):,} characters; at most {MAX_QUESTION_CHARS:,} fit. "
                        "Shorten it.")
     return message
 
@@ -440,9 +519,9 @@ def checked_turns(history) -> list[dict]:
     if not isinstance(turns, list) or not all(
             isinstance(m, dict) and m.get("role") in ("user", "assistant") and isinstance(m.get("content"), str)
             for m in turns):
-        raise gr.Error('history must be a list of {"role": "user" or "assistant", "content": text} messages.')
-    if sum(len(m["content"]) for m in turns) > MAX_CONVERSATION_CHARS:
-        raise gr.Error("This conversation is too long to go on: start a new chat.")
+        raise UserError('history must be a list of {"role": "user" or "assistant", "content": text} messages.')
+    if len(turns) > MAX_CONVERSATION_TURNS or sum(len(m["content"]) for m in turns) > MAX_CONVERSATION_CHARS:
+        raise UserError("This conversation is too long to go on: start a new chat.")
     return [{"role": m["role"], "content": m["content"]} for m in turns]
 
 
@@ -451,13 +530,13 @@ def checked_settings(temperature, top_p, max_new_tokens, system_prompt, think_fi
         settings = ChatSettings(float(temperature), float(top_p), int(max_new_tokens), system_prompt or TUTOR_PROMPT,
                                 bool(think_first))
     except (TypeError, ValueError, OverflowError):
-        raise gr.Error("temperature and top_p must be numbers, and max_new_tokens a whole number.") from None
+        raise UserError("temperature and top_p must be numbers, and max_new_tokens a whole number.") from None
     temperature, top_p, max_new_tokens = settings.temperature, settings.top_p, settings.max_new_tokens
     if not (0 <= temperature <= 2 and 0 < top_p <= 1 and 1 <= max_new_tokens <= MAX_NEW_TOKENS):
-        raise gr.Error(f"Use a temperature from 0 to 2, a top_p above 0 and up to 1, and max_new_tokens from 1 to "
+        raise UserError(f"Use a temperature from 0 to 2, a top_p above 0 and up to 1, and max_new_tokens from 1 to "
                        f"{MAX_NEW_TOKENS}.")
     if not isinstance(settings.system_prompt, str) or len(settings.system_prompt) > MAX_QUESTION_CHARS:
-        raise gr.Error(f"The system prompt must be text of at most {MAX_QUESTION_CHARS:,} characters.")
+        raise UserError(f"The system prompt must be text of at most {MAX_QUESTION_CHARS:,} characters.")
     return settings
 
 
@@ -465,7 +544,7 @@ def checked_model(model) -> str:
     """Where an instructor password is set, students pick only what the picker lists: no folders, no Hub ids."""
     model = (model if isinstance(model, str) else "").strip() or EMBEDDED
     if instructor_required() and model not in [value for _, value in list_choices()]:
-        raise gr.Error(f"{model!r} is not one of this class's models: pick one from the list (the embedded "
+        raise UserError(f"{model!r} is not one of this class's models: pick one from the list (the embedded "
                        "default, a finished job's adapter, a merged model or a model of the tutor server).")
     return model
 
@@ -494,6 +573,26 @@ def check_answer(student, turns, practice):
         (m["content"] for m in reversed(turns) if m["role"] == "assistant"), "")
     correct, words = check_student_answer(student, gold)
     return f"{'✅' if correct else '❌'} {words}"
+
+
+@gpu
+def find_mistake(problem: str, solution: str, model: str = "") -> dict:
+    """Find my mistake as an API (`/find_mistake`): {"first_wrong_step": 1-based step (non-empty line) or null,
+    "explanation": why}. Arithmetic and equations are checked exactly; `model` (empty: none) judges the other steps."""
+    try:
+        judge = model_judge(checked_model(model)) if isinstance(model, str) and model.strip() else None
+        return find_first_mistake(problem if isinstance(problem, str) else "", solution if isinstance(solution, str)
+                                  else "", judge).as_json()
+    except (ModelError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+
+
+def show_mistake(problem, solution, use_model, model):
+    found = find_mistake(problem, solution, model if use_model else "")
+    step = found["first_wrong_step"]
+    if step is None:
+        return f"✅ {found['explanation']}"
+    return f"❌ **Step {step}:** `{split_steps(solution)[step - 1]}`\n\n{found['explanation']}"
 
 
 def new_practice(seed):
@@ -541,6 +640,19 @@ def build_tutor():
     refresh.click(lambda: gr.Dropdown(choices=list_choices()), None, model, api_visibility="private")
     new_problem.click(new_practice, seed, [problem, practice, seed, verdict], api_visibility="private")
     check.click(check_answer, [student, turns, practice], verdict, api_visibility="private")
+    with gr.Accordion("Find my mistake", open=False):
+        with gr.Row():
+            mistake_problem = gr.Textbox(label="Problem", lines=3, elem_id="mistake-problem")
+            mistake_solution = gr.Textbox(label="Your worked solution, one step per line", lines=6,
+                                          elem_id="mistake-solution")
+        with gr.Row():
+            mistake_model = gr.Checkbox(False, label="Ask the model about steps without arithmetic",
+                                        info="the model picked above; its verdict is marked as the model's")
+            find = gr.Button("Find my mistake", size="sm")
+        mistake = gr.Markdown(elem_id="mistake-result")
+    find.click(show_mistake, [mistake_problem, mistake_solution, mistake_model, model], mistake,
+               api_visibility="private")
+    gr.api(find_mistake, api_name="find_mistake")  # JSON: {"first_wrong_step": n or null, "explanation": ...}
     gr.api(chat, api_name="chat")  # the tutor for other apps: gradio_client's submit(..., api_name="/chat") streams
 
 
@@ -552,14 +664,22 @@ def run_evaluation(password, model, adapter, benchmark, limit, batch_size, max_n
     try:
         report = evaluate(config, progress=lambda done, total, name: progress((done, total), desc=name, unit="problems"))
     except (ModelError, ValueError) as exc:
-        raise gr.Error(str(exc)) from None
+        raise UserError(str(exc)) from None
     path = write_report(report, default_report_path(config))
     accuracy = pd.DataFrame([{"model": f"{role}: {run['model']}", "accuracy": round(100 * run["accuracy"], 1)}
                              for role, run in report["summary"].items()])
     disagree = pd.DataFrame([[d["id"], d["question"], d["gold"], d["base"]["extracted"], d["adapter"]["extracted"],
                               "adapter" if d["adapter"]["correct"] else "base"] for d in report.get("disagreements", [])],
                             columns=["id", "question", "gold", "base answer", "adapter answer", "right"])
-    return "\n\n".join(summary_lines(report)), accuracy, disagree, str(path)
+    return "\n\n".join(summary_lines(report)), accuracy, disagree, download_copy(path)
+
+
+def download_copy(path) -> str:
+    """A copy of a report for the page's download link, in the system's temp folder: Gradio serves files from there
+    (or the working folder) only, and opening it the whole data root (jobs, logs, models) would hand that to anyone."""
+    folder = Path(tempfile.gettempdir()) / f"math-studio-{os.getpid()}"
+    folder.mkdir(exist_ok=True)
+    return shutil.copy(path, folder / Path(path).name)
 
 
 def build_evaluate(password: gr.Textbox):
@@ -625,7 +745,25 @@ def main():
     threading.Thread(target=run_scheduler, args=(stop,), daemon=True, name="job-scheduler").start()
     concurrency = 32 if batching_enabled() else 8  # batched replies share forward passes: let a class in at once
     build_app().queue(default_concurrency_limit=concurrency, max_size=QUEUE_SIZE).launch(
-        server_name=None, server_port=None, max_file_size=MAX_UPLOAD)
+        server_name=None, server_port=None, max_file_size=MAX_UPLOAD,
+        app_kwargs={"middleware": [Middleware(RefuseUploads)]})
+
+
+class RefuseUploads:
+    """No component of this app takes a file, so Gradio's upload route (open to anyone, and kept forever) answers
+    403 before reading a byte. A component that takes files would need an instructor check here instead."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].rstrip("/").endswith("/gradio_api/upload"):
+            body = b"This app takes no file uploads."
+            await send({"type": "http.response.start", "status": 403,
+                        "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
 
 
 if __name__ == "__main__":

@@ -177,7 +177,7 @@ def _differs(left: sympy.Expr, right: sympy.Expr, left_text: str, right_text: st
         return False
     off = abs(left - right)
     places = [p for p in (_decimals(left_text), _decimals(right_text)) if p is not None]
-    return off != 0 and (not places or off > sympy.Rational(1, 10 ** max(places)))
+    return off != 0 and (not places or off >= sympy.Rational(1, 10 ** max(places)))
 
 
 def _show(value: sympy.Expr) -> str:
@@ -219,6 +219,7 @@ def _roots_text(unknown, roots: set[float]) -> str:
 class _State:
     roots: dict  # unknown -> (its real roots, the equation that fixed them)
     sources: set  # numbers seen so far (problem, earlier steps, constants)
+    given: bool = True  # whether the problem has numbers (else where a number comes from is not checked)
 
 
 def _numbers(text: str) -> set[Fraction]:
@@ -308,7 +309,7 @@ def check_step(step: str, state: _State) -> StepCheck:
         checked += verdict is not None
         if verdict:
             return StepCheck("wrong", verdict)
-    if starts:
+    if starts and state.given:
         reason = _check_numbers(starts, state, _numbers(words) | results)
         if reason:
             return StepCheck("wrong", reason)
@@ -341,7 +342,7 @@ def _check_equations(unknown, found: list, state: _State) -> str | bool | None:
 
 def new_state(problem: str) -> _State:
     """What the checker knows before the first step: the problem's numbers and its equations' roots."""
-    state = _State(roots={}, sources=_problem_sources(problem or ""))
+    state = _State(roots={}, sources=_problem_sources(problem or ""), given=bool(_numbers(problem or "")))
     chains, _, _ = _calculations(problem or "")
     for chain in chains:
         for a, b in zip(chain, chain[1:]):
