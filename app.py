@@ -24,7 +24,7 @@ from starlette.middleware import Middleware
 
 from trainer import basic_math, jobs, publish
 from trainer.config import PRESETS, TUTOR_PROMPT, ConfigError, JobConfig
-from trainer.data import parse_spec
+from trainer.data import check_files
 from trainer.answers import check_student_answer
 from trainer.models import EMBEDDED, Kind, ModelChoice, ModelError, check_model_fit, resolve_model
 from trainer.store import State, storage_warning
@@ -34,6 +34,7 @@ from tutor.models import list_choices
 from tutor.render import LATEX_DELIMITERS, normalize_latex, reply_messages, split_reasoning
 from tutor.serving import batching_enabled, on_zero_gpu
 from tutor.steps import find_mistake as find_first_mistake, model_judge, split_steps
+from tutor.verify import badge, grade, known_answer
 
 log = logging.getLogger("app")
 
@@ -209,7 +210,7 @@ def launch_job(password, name, *values):
         raise UserError(ZERO_GPU_NOTE)
     try:
         config = form_config(values)
-        parse_spec(config.dataset)
+        check_files(config.dataset)  # and the spec parses
         check_model_fit(config, resolve_model(config.base_model))  # refused now, not by the worker in a minute
         path = jobs.create_job(config, name=name or "")
     except (ConfigError, ModelError, ValueError) as exc:
@@ -481,6 +482,9 @@ EXAMPLE_PROBLEMS = [
 ]
 
 
+NO_ANSWER_NOTICE = "❔ *No final answer in this reply: raise max new tokens or ask again.*"
+
+
 def model_picker(label="Model") -> gr.Dropdown:
     return gr.Dropdown(list_choices(), value=EMBEDDED, label=label, allow_custom_value=True,
                        info="the embedded default, a finished job's adapter, a merged model, or a Hub id / local folder")
@@ -559,19 +563,29 @@ def respond(message, turns, shown, model, temperature, top_p, max_new_tokens, sy
         if done and reasoning is not None and thought_s is None:
             thought_s = time.time() - started
         yield "", turns, [*shown, *reply_messages(text, thought_s)]
-    reasoning, _, done = split_reasoning(text)
+    reasoning, answer, done = split_reasoning(text)
+    notice = badge(message, answer) if answer else NO_ANSWER_NOTICE  # the app's words: a message apart, no answer
     if reasoning is not None and not done:  # the model stopped without closing its thought: close it for it
         thought_s = time.time() - started
-        text += "</think>\n\n*The reasoning did not reach a final answer: raise max new tokens or ask again.*"
+        text += "</think>"
     turns = [*turns, {"role": "user", "content": message}, {"role": "assistant", "content": text}]
-    yield "", turns, [*shown, *reply_messages(text, thought_s)]
+    yield "", turns, [*shown, *reply_messages(text, thought_s), {"role": "assistant", "content": notice}]
 
 
 def check_answer(student, turns, practice):
-    """Check the student's own answer symbolically: against a practice problem's answer, else the tutor's."""
-    gold = practice.get("answer") if practice else next(
-        (m["content"] for m in reversed(turns) if m["role"] == "assistant"), "")
-    correct, words = check_student_answer(student, gold)
+    """Check the student's answer: against a practice problem's gold answer, else against the chat problem's answer
+    when it is known exactly; never against the tutor's reply."""
+    if practice:
+        correct, words = check_student_answer(student, practice.get("answer"))
+        return f"{'✅' if correct else '❌'} {words}"
+    question = next((m["content"] for m in reversed(turns) if m["role"] == "user"), "")
+    if not question:
+        return "Ask the tutor a question, or get a practice problem, first."
+    known = known_answer(question)
+    if known is None:
+        return ("❔ This answer can't be checked: the question has no equation or arithmetic whose answer can be "
+                "verified, and the tutor's reply is no proof. Try a practice problem, or ask for a hint.")
+    correct, words = grade(student, known)
     return f"{'✅' if correct else '❌'} {words}"
 
 
@@ -726,6 +740,7 @@ def run_scheduler(stop: threading.Event, every_s: float = 2.0) -> None:
     while not stop.wait(every_s):
         try:
             jobs.reap()
+            jobs.stop_overdue_cancels()
             jobs.schedule()
         except Exception as exc:  # noqa: BLE001 - one bad tick (a damaged file, a full disk) must not stop the queue
             log.error("The job scheduler skipped a tick: %s: %s", type(exc).__name__, exc)

@@ -66,6 +66,7 @@ _OF_BEFORE_RE = re.compile(r"\b(?:of|by|per|times)\s*$", re.I)
 _WORD_BEFORE_RE = re.compile(r"[A-Za-z]{2,}\s*$")
 _BARE_NUMBER_RE = re.compile(r"[-+]?\s*\$?\s*\d*\.?\d+%?")
 _PERCENT_END_RE = re.compile(r"%[\s.]*$")
+_OPERATOR_RE = re.compile(r"[-+*/^×÷]|\d\s*\(|\)\s*\(")
 _DISJUNCTION_RE = re.compile(r"^\s*([A-Za-z])\s*$")
 
 
@@ -97,7 +98,7 @@ def split_steps(solution: str) -> list[str]:
     return [line.strip() for line in (solution or "").splitlines() if line.strip()]
 
 
-def _plain_math(text: str) -> str:
+def plain_math(text: str) -> str:
     """Step text with LaTeX, dollar signs, thousands commas and arrows turned into what _RUN_RE reads."""
     text = _THOUSANDS_RE.sub("", text.replace("\u2212", "-").replace("\\$", "$"))
     while (frac := _FRAC_RE.search(text)) is not None:
@@ -239,7 +240,7 @@ def _problem_sources(problem: str) -> set[Fraction]:
 def _calculations(text: str) -> tuple[list[list[str]], list[tuple[str, str]], str]:
     """(chains `a = b = ...` in the text, calculator notes (expression, result), the words outside both)."""
     notes = [(m[1], m[2]) for m in _NOTE_RE.finditer(text)]
-    text = _plain_math(_NOTE_RE.sub(" ", text))
+    text = plain_math(_NOTE_RE.sub(" ", text))
     chains, words = [], text
     for run in _RUN_RE.finditer(text):
         if "=" in run[0]:
@@ -313,7 +314,7 @@ def check_step(step: str, state: _State) -> StepCheck:
         reason = _check_numbers(starts, state, _numbers(words) | results)
         if reason:
             return StepCheck("wrong", reason)
-    state.sources |= _numbers(_plain_math(step))
+    state.sources |= _numbers(plain_math(step))
     return StepCheck("right" if checked else "unchecked")
 
 
@@ -356,6 +357,17 @@ def new_state(problem: str) -> _State:
                 if roots is not None and unknown not in state.roots:
                     state.roots[unknown] = (roots, f"{a.strip()} = {b.strip()} (the problem)")
     return state
+
+
+def equation_roots(problem: str) -> dict[str, tuple[set[float], str]]:
+    """unknown -> (the real roots, the equation) for each equation in one unknown that the problem states."""
+    return {str(unknown): found for unknown, found in new_state(problem).roots.items()}
+
+
+def expressions(text: str) -> list[str]:
+    """The arithmetic in text that is not an equation (`12*7+5` in "What is 12*7+5?"), as written."""
+    runs = (run[0].strip() for run in _RUN_RE.finditer(plain_math(_NOTE_RE.sub(" ", text))))
+    return [run for run in runs if "=" not in run and _NUMBER_RE.search(run) and _OPERATOR_RE.search(run.lstrip("-"))]
 
 
 def check_steps(problem: str, steps: list[str]) -> list[StepCheck]:

@@ -1,0 +1,129 @@
+"""What the tutor knows about an answer, and grading a student's answer only against what is known.
+
+`known_answer(problem)` is the answer the problem itself gives when checked exactly: the real roots of an equation
+in one unknown that it states ("Solve x^2 - 5x + 6 = 0": {2, 3}), or the value of the one arithmetic expression it
+asks about ("What is 12*7+5?": 89). Anything else (a word problem) has no known answer here: `agreement` can make
+one from several sampled replies instead, when enough of them agree.
+
+Answers are compared as sets of values (`x = 2, x = 3`, `{2, 3}`, `2 or 3` are all {2, 3}), so an equation with
+several roots is right only with all of them; an answer that is not a list of numbers goes to
+trainer.answers.is_equivalent. The tutor's own reply never counts as a known answer.
+"""
+
+import re
+from dataclasses import dataclass
+
+from trainer.answers import MAX_STUDENT_ANSWER, extract_answer, is_equivalent
+from tutor.steps import Unchecked, equation_roots, expressions, plain_math, to_sympy
+
+AGREEMENT = 0.6  # share of sampled answers that must agree for the majority answer to count as verified
+
+_ASSIGN_RE = re.compile(r"(?<![A-Za-z])[A-Za-z]\s*(?:_\s*\d+\s*)?=")
+_LIST_SPLIT_RE = re.compile(r",|;|\bor\b|\band\b", re.I)
+_SET_BRACKETS_RE = re.compile(r"\\[{}]|[{}\[\]]")
+
+
+@dataclass
+class Known:
+    values: frozenset[float]  # the answer as a set of values (rounded to 9 places)
+    shown: str  # as the student sees it: "x = 2, x = 3", "89"
+    how: str  # how it was found: "the roots of x^2 - 5x + 6 = 0, substituted back", "12*7+5 evaluated", ...
+
+
+def values_of(answer: str) -> frozenset[float] | None:
+    """An answer as a set of numbers (`x = 2, x = 3` -> {2.0, 3.0}), or None when it is not a list of numbers."""
+    text = _SET_BRACKETS_RE.sub(" ", plain_math(answer or "")).strip().rstrip(".")
+    parts = [part for part in _LIST_SPLIT_RE.split(_ASSIGN_RE.sub(" ", text)) if part.strip()]
+    if not parts or len(parts) > 20:
+        return None
+    values = set()
+    for part in parts:
+        try:
+            value = to_sympy(part)
+        except Unchecked:
+            return None
+        if value.free_symbols or not value.is_real:
+            return None
+        values.add(round(float(value), 9))
+    return frozenset(values)
+
+
+def _show_value(value: float) -> str:
+    return f"{value:g}" if abs(value) < 1e15 else str(value)
+
+
+def known_answer(problem: str) -> Known | None:
+    """The answer the problem gives when checked exactly, or None (see the module's docstring)."""
+    roots = equation_roots(problem or "")
+    if len(roots) == 1:
+        ((unknown, (values, equation)),) = roots.items()
+        shown = ", ".join(f"{unknown} = {_show_value(v)}" for v in sorted(values)) or "no real solution"
+        return Known(frozenset(values), shown, f"the roots of {equation.removesuffix(' (the problem)')}, checked by "
+                     "substituting them back")
+    found = expressions(problem or "")
+    if len(found) == 1 and not roots:
+        try:
+            value = to_sympy(found[0])
+        except Unchecked:
+            return None
+        if value.is_real and not value.free_symbols:
+            number = round(float(value), 9)
+            return Known(frozenset({number}), _show_value(number), f"{found[0]} evaluated exactly")
+    return None
+
+
+def agreement(answers: list[str | None], threshold: float = AGREEMENT) -> tuple[str | None, list[tuple[str, int]]]:
+    """(the answer that at least `threshold` of the samples give, or None; every distinct answer with its count).
+
+    Answers are grouped with is_equivalent (the first of each group names it); a missing answer counts against.
+    """
+    groups: list[list[str]] = []
+    for answer in answers:
+        if not answer:
+            continue
+        group = next((g for g in groups if is_equivalent(answer, g[0])), None)
+        if group is None:
+            groups.append([answer])
+        else:
+            group.append(answer)
+    counted = sorted(((g[0], len(g)) for g in groups), key=lambda pair: -pair[1])
+    if counted and answers and counted[0][1] / len(answers) >= threshold:
+        return counted[0][0], counted
+    return None, counted
+
+
+def same_answer(answer: str, known: Known) -> bool:
+    values = values_of(answer)
+    if values is not None:
+        return values == known.values
+    return len(known.values) == 1 and is_equivalent(answer, known.shown)
+
+
+def grade(student: str, known: Known) -> tuple[bool, str]:
+    """(correct, what to tell the student) for an answer to a problem whose answer is known."""
+    student = (student or "").strip()
+    if not student:
+        return False, "Type your answer first."
+    if len(student) > MAX_STUDENT_ANSWER:
+        return False, f"That is too long for an answer ({len(student):,} characters): type just the final answer."
+    answer = extract_answer(student, strict=True) or student
+    if same_answer(answer, known):
+        return True, f"Correct! Checked against {known.how}."
+    values = values_of(answer)
+    if values is not None and len(known.values) > 1 and values < known.values:
+        return False, (f"Part of it: the equation has {len(known.values)} solutions and you gave {len(values)}. "
+                       "Find all of them.")
+    return False, "Not correct yet. Check your steps and try again."
+
+
+def badge(problem: str, reply_answer: str) -> str:
+    """One line on a tutor's reply: verified when its answer checks against the problem, else why not."""
+    known = known_answer(problem)
+    answer = extract_answer(reply_answer or "", strict=True)
+    if known is None:
+        return "❔ **Uncertain**: not checked (the question has no equation or arithmetic to check the answer against)."
+    if answer is None:
+        return f"❔ **Uncertain**: the reply states no final answer; checked exactly, the answer is {known.shown}."
+    if same_answer(answer, known):
+        return f"✅ **Verified**: {known.how}."
+    return f"⚠️ **Does not check**: {known.how} gives {known.shown}, not {answer}."
