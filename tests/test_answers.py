@@ -3,6 +3,7 @@
 import json
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -199,7 +200,7 @@ def test_a_hung_check_returns_false_and_its_worker_is_killed(fresh_verifier, mon
     thread.start()
     thread.join(timeout=60)
     assert results == [False]
-    assert answers._verifier is None  # killed and forgotten: nothing keeps spinning
+    assert answers.verifiers_alive() == 0  # killed and forgotten: nothing keeps spinning
     monkeypatch.undo()
     assert is_equivalent("\\sqrt{2}/2", "\\frac{\\sqrt2}{2}") is True  # a fresh worker takes over
 
@@ -236,3 +237,30 @@ def test_check_student_answer_without_an_answer_or_a_gold():
     assert check_student_answer("  ", "5") == (False, "Type your answer first.")
     ok, message = check_student_answer("5", "Let us talk about what fractions mean before computing anything at all.")
     assert not ok and "no final answer" in message
+
+
+def test_towers_and_huge_exponents_are_refused_before_sympy(fresh_verifier):
+    """9^{9^{9^{9}}} kept the one shared checker busy 5.3 s per try; it is refused without reaching a worker."""
+    for answer in ["9^{9^{9^{9}}}", "9^9^9", "2**3**4", "9^{99999}", "10000!"]:
+        ok, message = check_student_answer(answer, "5")
+        assert not ok and "too large to check" in message, answer
+    assert answers.verifiers_alive() == 0  # no worker was needed
+    for answer, gold in [("e^{-x^2}", "\\exp(-x^2)"), ("2^{10}", "1024"), ("x^2 + y^2", "y^2 + x^2")]:
+        assert check_student_answer(answer, gold)[0], answer  # ordinary powers are still checked
+
+
+def test_one_slow_check_does_not_hold_up_the_others(fresh_verifier, monkeypatch):
+    """Checks run in a small pool of worker processes: while one hangs until its deadline, another is answered."""
+    hangs_on_x = ("import json, sys, time\nprint('ready', flush=True)\nfor line in sys.stdin:\n"
+                  "    if 'x' in json.loads(line)[0]: time.sleep(600)\n    print('true', flush=True)\n")
+    monkeypatch.setattr(answers, "_VERIFIER_COMMAND", [sys.executable, "-c", hangs_on_x])
+    stuck = threading.Thread(target=lambda: pytest.raises(RuntimeError, is_equivalent, "x^2", "y^2", timeout_s=600))
+    stuck.start()
+    while answers.verifiers_alive() == 0:  # the stuck check holds its worker
+        time.sleep(0.05)
+    assert is_equivalent("a^2", "b^2", timeout_s=60) is True  # answered by another worker...
+    assert stuck.is_alive()  # ...while the stuck check still waits (one shared worker answered it only after)
+    answers.stop_verifier()
+    for process in list(answers._alive):
+        process.kill()  # the stuck one: its check then ends
+    stuck.join(60)

@@ -10,6 +10,7 @@ signal.alarm, which only works in the main thread, so it is turned off with `par
 
 import atexit
 import json
+import os
 import re
 import select
 import subprocess
@@ -169,8 +170,15 @@ def _numbers_equal(a: tuple[Fraction, bool], b: tuple[Fraction, bool]) -> bool:
 
 _VERIFIER_COMMAND = [sys.executable, "-m", "trainer.answers"]
 _VERIFIER_START_S = 120.0  # importing sympy and math-verify in a fresh process, on a slow machine
-_verifier: subprocess.Popen | None = None
-_verifier_lock = threading.RLock()
+VERIFIERS = int(os.environ.get("MATH_STUDIO_VERIFIERS", "3"))  # checks at once, each in its own process
+_idle: list[subprocess.Popen] = []  # started and waiting for a check
+_alive: set[subprocess.Popen] = set()  # idle or checking
+_starting = 0  # being started
+_pool = threading.Condition()
+# Values sympy would compute in full before comparing: a tower of powers of numbers (9^{9^9}), an exponent of five
+# digits or more, the factorial of a number of four digits or more. Such an answer took 5 s of a shared checker each.
+_TOO_LARGE_RE = re.compile(r"\d\s*(?:\^|\*\*)\s*[{(]?\s*[+-]?\d+(?:\.\d+)?\s*[})]?\s*(?:\^|\*\*)"
+                           r"|(?:\^|\*\*)\s*[{(]?\s*[+-]?\d{5,}|\d{4,}\s*!")
 
 
 def _as_latex(answer: str) -> str:
@@ -198,9 +206,11 @@ def _read_line(process: subprocess.Popen, timeout_s: float) -> str | None:
 
 
 def _start_verifier() -> subprocess.Popen:
+    from trainer.jobs import worker_env
+
     process = subprocess.Popen(
         _VERIFIER_COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[1], env=worker_env(),
     )
     if _read_line(process, _VERIFIER_START_S) != "ready\n":
         process.kill()
@@ -209,35 +219,82 @@ def _start_verifier() -> subprocess.Popen:
     return process
 
 
+def _take_verifier() -> subprocess.Popen:
+    """An idle worker process, a new one while fewer than VERIFIERS run, else the first to become idle."""
+    global _starting
+    with _pool:
+        while True:
+            while _idle:
+                process = _idle.pop()
+                if process.poll() is None:
+                    return process
+                _alive.discard(process)
+            if len(_alive) + _starting < VERIFIERS:
+                _starting += 1
+                break
+            _pool.wait()
+    try:
+        process = _start_verifier()
+        with _pool:
+            _alive.add(process)
+        return process
+    finally:
+        with _pool:
+            _starting -= 1
+            _pool.notify()
+
+
+def _give_back(process: subprocess.Popen, healthy: bool) -> None:
+    with _pool:
+        if healthy:
+            _idle.append(process)
+        else:
+            process.kill()
+            process.wait()
+            _alive.discard(process)
+        _pool.notify()
+
+
+def verifiers_alive() -> int:
+    """Worker processes started and not stopped (idle or checking)."""
+    return len(_alive)
+
+
 def stop_verifier() -> None:
-    """Kill the worker process (a new one starts on the next symbolic comparison)."""
-    global _verifier
-    with _verifier_lock:
-        if _verifier is not None:
-            _verifier.kill()
-            _verifier.wait()
-            _verifier = None
+    """Kill the idle worker processes (new ones start on the next symbolic comparisons)."""
+    with _pool:
+        for process in _idle:
+            process.kill()
+            process.wait()
+            _alive.discard(process)
+        _idle.clear()
 
 
 atexit.register(stop_verifier)
 
 
 def _verify_with_deadline(predicted: str, gold: str, timeout_s: float) -> bool:
-    """math_verify_equal in the worker process; False, and the worker killed, when it takes over timeout_s."""
-    global _verifier
-    with _verifier_lock:
-        if _verifier is None or _verifier.poll() is not None:
-            _verifier = _start_verifier()
-        _verifier.stdin.write(json.dumps([predicted, gold]) + "\n")
-        _verifier.stdin.flush()
-        line = _read_line(_verifier, timeout_s)
+    """math_verify_equal in one of the worker processes; False, and that worker killed (the others go on), when it
+    takes over timeout_s."""
+    process = _take_verifier()
+    healthy = False
+    try:
+        process.stdin.write(json.dumps([predicted, gold]) + "\n")
+        process.stdin.flush()
+        line = _read_line(process, timeout_s)
         if line is None:
-            stop_verifier()
             return False
         if not line:
-            stop_verifier()
             raise RuntimeError("The answer verifier process exited unexpectedly; see its error output above.")
+        healthy = True
         return json.loads(line)
+    finally:
+        _give_back(process, healthy)
+
+
+def too_large(answer: str) -> bool:
+    """An answer whose value sympy would compute in full, for seconds or for ever (see _TOO_LARGE_RE)."""
+    return bool(_TOO_LARGE_RE.search(answer))
 
 
 def is_equivalent(predicted: str | None, gold: str | None, timeout_s: float = 5.0) -> bool:
@@ -252,6 +309,8 @@ def is_equivalent(predicted: str | None, gold: str | None, timeout_s: float = 5.
     predicted_number, gold_number = _as_number(predicted_plain), _as_number(gold_plain)
     if predicted_number is not None and gold_number is not None:
         return _numbers_equal(predicted_number, gold_number)
+    if too_large(predicted_plain) or too_large(gold_plain):
+        return False
     return _verify_with_deadline(predicted_plain, gold_plain, timeout_s)
 
 
@@ -279,6 +338,9 @@ def check_student_answer(student: str, gold_or_reply: str) -> tuple[bool, str]:
     if gold is None:
         return False, "There is no final answer to compare with yet."
     answer = extract_answer(student, strict=True) or student
+    if too_large(answer):
+        return False, ("That answer is too large to check (a tower of powers, or a huge exponent or factorial): "
+                       "simplify it first.")
     if is_equivalent(answer, gold):
         return True, "Correct! Well done."
     return False, "Not correct yet. Check your steps and try again."
