@@ -11,6 +11,7 @@ import html
 import logging
 import os
 import re
+import shlex
 import shutil
 import tempfile
 import threading
@@ -20,12 +21,13 @@ from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+import yaml
 from starlette.middleware import Middleware
 
-from trainer import basic_math, jobs, publish
-from trainer.config import PRESETS, TUTOR_PROMPT, ConfigError, JobConfig
+from trainer import basic_math, jobs, publish, store
+from trainer.config import GROUPS, PRESETS, TUTOR_PROMPT, ConfigError, JobConfig
 from trainer.data import check_files
-from trainer.answers import check_student_answer
+from trainer.answers import check_student_answer, extract_answer
 from trainer.models import EMBEDDED, Kind, ModelChoice, ModelError, check_model_fit, resolve_model
 from trainer.store import State, storage_warning
 from tutor.chat import ChatSettings, stream_reply
@@ -34,7 +36,8 @@ from tutor.models import list_choices
 from tutor.render import LATEX_DELIMITERS, normalize_latex, reply_messages, split_reasoning
 from tutor.serving import batching_enabled, on_zero_gpu
 from tutor.steps import find_mistake as find_first_mistake, model_judge, split_steps
-from tutor.verify import badge, grade, known_answer
+from tutor.verify import SAMPLES_CPU, SAMPLES_GPU, badge, grade, known_answer, sample_answers, sampled_known
+from tutor.hints import RUNGS, model_generate, next_hint
 
 log = logging.getLogger("app")
 
@@ -46,9 +49,11 @@ except ImportError:  # not installed; our own spaces/ folder is a plain folder a
         return task if task is not None else (lambda fn: fn)
 
 CONFIG_FIELDS = [f for f in dataclasses.fields(JobConfig)]
-BASIC = ["base_model", "dataset", "method", "max_samples", "quantization", "lora_r", "lora_alpha", "max_seq_length",
-         "per_device_batch_size", "gradient_accumulation_steps", "learning_rate", "num_epochs", "max_steps"]
-JOB_COLUMNS = ["id", "name", "state", "queue", "step", "base model", "created"]
+OPEN_GROUPS = ("Model", "Data")  # the essentials: the Train form's other groups start closed
+JOB_COLUMNS = ["id", "name", "state", "step", "base model", "created"]
+MONITOR_SIZE = 9  # what job_view returns: facts, progress, two plots, log, four buttons
+DATASET_TYPES = [".jsonl", ".json", ".csv", ".parquet"]  # what trainer/data.py reads from a file: spec
+MAX_DATASET_MB = 50  # an uploaded dataset; bigger ones belong on the Hub
 # Bounds on what one request may ask for; beyond them a student gets a message instead of a stuck server.
 QUEUE_SIZE = int(os.environ.get("MATH_STUDIO_QUEUE_SIZE", "64"))  # requests waiting; beyond: "busy, try again"
 MAX_UPLOAD = "100mb"  # Gradio refuses bigger uploads (HTTP 413)
@@ -158,8 +163,8 @@ def train_notes() -> str:
 
 
 def config_input(f: dataclasses.Field, default):
-    """A form component for one JobConfig field, its default, choices and help taken from the dataclass."""
-    label, info = f.name, f.metadata.get("help")
+    """A form component for one JobConfig field: label, help, default and choices all taken from the dataclass."""
+    label, info = f"{f.metadata['label']} ({f.name})", f.metadata["help"]
     if f.metadata.get("choices"):
         return gr.Dropdown(f.metadata["choices"], value=default, label=label, info=info)
     if f.type is bool:
@@ -175,9 +180,74 @@ def form_config(values) -> JobConfig:
     return JobConfig.from_dict(dict(zip([f.name for f in CONFIG_FIELDS], values))).validate()
 
 
-def preset_values(name: str) -> list:
-    config = PRESETS[name]
+def form_values(config: JobConfig) -> list:
     return [", ".join(v) if isinstance(v, list) else v for v in config.to_dict().values()]
+
+
+def preset_values(name: str) -> list:
+    return form_values(PRESETS[name])
+
+
+def checked_form(values) -> JobConfig:
+    try:
+        return form_config(values)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+
+
+def cli_command(name, *values) -> str:
+    """The command line that runs the form's job: `python -m trainer train` with what differs from the defaults."""
+    named = ["--name", name.strip()] if (name or "").strip() else []
+    return shlex.join(["python", "-m", "trainer", "train", *named,
+                       *[word for pair in checked_form(values).overrides() for word in ("--set", pair)]])
+
+
+def save_config(password, name, *values) -> str:
+    """The form's config as a YAML file to download (the keys of config.yaml and of `trainer train --config`)."""
+    check_instructor(password)
+    config = checked_form(values)
+    path = Path(tempfile.mkdtemp(prefix="job-config-")) / f"{re.sub(r'[^A-Za-z0-9_-]+', '-', name or '') or 'job'}.yaml"
+    config.save(path)
+    return str(path)
+
+
+def load_config(password, file) -> list:
+    """A YAML config file (saved from here, or a job's config.yaml) into the form."""
+    check_instructor(password)
+    try:
+        return form_values(JobConfig.load(file).validate())
+    except (ConfigError, OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise UserError(f"Cannot load {Path(file).name} as a job config: {exc}") from None
+
+
+def job_config_values(password, job_id) -> list:
+    """The monitored job's config into the form, to change it and launch a new job."""
+    check_instructor(password)
+    try:
+        return form_values(store.read_config(jobs.job_dir(job_id or "")))
+    except (jobs.JobError, ConfigError, OSError) as exc:
+        raise UserError(str(exc)) from None
+
+
+def upload_dataset(password, file) -> str:
+    """Keep an uploaded dataset file under the data root and answer its `file:` spec, once it reads as math data."""
+    check_instructor(password)
+    source = Path(file)
+    if source.suffix.lower() not in DATASET_TYPES:
+        raise UserError(f"{source.name}: upload a {', '.join(DATASET_TYPES)} file.")
+    if source.stat().st_size > MAX_DATASET_MB * 2**20:
+        raise UserError(f"{source.name} has {source.stat().st_size / 2**20:,.0f} MB; at most {MAX_DATASET_MB} MB "
+                        "can be uploaded: put a bigger set on the Hub and use hub:owner/name.")
+    target = store.upload_file(source.name)
+    shutil.copyfile(source, target)
+    spec = f"file:{target}"
+    try:
+        check_files(spec)
+    except ValueError as exc:
+        target.unlink()
+        raise UserError(str(exc)) from None
+    gr.Info(f"Uploaded {source.name}: the dataset is now {spec}")
+    return spec
 
 
 def preview_data(password, *values):
@@ -224,8 +294,12 @@ def job_ids() -> list[str]:
     return [s["id"] for s in reversed(jobs.list_jobs())]
 
 
+def state_text(status: dict) -> str:
+    return f"{status['state']} #{status['queue_place']}" if "queue_place" in status else str(status["state"])
+
+
 def jobs_table() -> pd.DataFrame:
-    rows = [[s["id"], s["name"], s["state"], s.get("queue_place", ""), f"{s.get('step', 0)}/{s.get('total_steps') or '?'}",
+    rows = [[s["id"], s["name"], state_text(s), f"{s.get('step', 0)}/{s.get('total_steps') or '?'}",
              s.get("base_model", ""), str(s.get("created") or "")[:19].replace("T", " ")] for s in reversed(jobs.list_jobs())]
     return pd.DataFrame(rows, columns=JOB_COLUMNS)
 
@@ -248,34 +322,66 @@ def progress_html(status: dict, last: dict) -> str:
             f"<small>step {step} / {total or '?'} ({share:.0%}){eta_text}</small></div>")
 
 
+def job_facts(status: dict, rows: list[dict], metrics: dict) -> list[str]:
+    """The monitor line: state and queue place, then what fits the state: the final loss of a finished run, "loading
+    the model" while a started run has logged nothing yet, else the latest step's figures."""
+    place = f" · #{status['queue_place']} in queue" if "queue_place" in status else ""
+    facts = [f"**{html.escape(status['name'])}** · `{status['state']}`{place}", f"device: {status.get('device') or '-'}"]
+    trained = [r for r in rows if r.get("loss") is not None]
+    if status["state"] == State.COMPLETED:
+        final = metrics.get("final_loss", trained[-1]["loss"] if trained else None)
+        facts.append(f"final loss {final:.4g}" if isinstance(final, (int, float)) else "final loss -")
+    elif status["state"] == State.RUNNING and (not rows or str(rows[-1].get("time", "")) < str(status.get("started"))):
+        facts.append("loading the model and the data…")  # this run has logged no step yet: no stale figures
+    elif rows and status["state"] == State.RUNNING:
+        last = rows[-1]
+        loss = trained[-1]["loss"] if trained else None
+        facts += [f"loss {loss:.4g}" if loss is not None else "loss -", f"lr {last.get('learning_rate') or 0:.2e}",
+                  f"{last.get('tokens_per_second', 0):,.0f} tokens/s", f"memory {last.get('memory_mb', 0):,.0f} MB"]
+    return facts
+
+
+def loss_frame(rows: list[dict]) -> pd.DataFrame:
+    """step, loss, curve (train or eval), numeric columns even when empty: Gradio's plots take their axis type from
+    the dtypes, and an empty or object column would make a category axis that the plot keeps."""
+    frame = pd.DataFrame(
+        [(r["step"], r["loss"], "train") for r in rows if r.get("loss") is not None]
+        + [(r["step"], r["eval_loss"], "eval") for r in rows if r.get("eval_loss") is not None],
+        columns=["step", "loss", "curve"])
+    return frame.astype({"step": "int64", "loss": "float64", "curve": "str"})
+
+
+def lr_frame(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame([(r["step"], r["learning_rate"]) for r in rows if r.get("learning_rate") is not None],
+                         columns=["step", "learning_rate"])
+    return frame.astype({"step": "int64", "learning_rate": "float64"})
+
+
+def job_buttons(state) -> list:
+    """Cancel, Resume, Delete and Edit as new job: shown only where they apply."""
+    return [gr.Button(visible=state in (State.QUEUED, State.RUNNING)), gr.Button(visible=state in store.RESUMABLE),
+            gr.Button(visible=state is not None and state not in store.ACTIVE), gr.Button(visible=state is not None)]
+
+
 def job_view(password, job_id):
-    """Everything the monitor shows for one job, read from its folder."""
+    """Everything the monitor shows for one job, read from its folder; then the job buttons that apply."""
     refusal = instructor_refusal(password)
     if refusal:
-        return refusal, "", None, None, ""
+        return refusal, "", loss_frame([]), lr_frame([]), "", *job_buttons(None)
     if not job_id:
-        return "Pick a job to monitor.", "", None, None, ""
+        return "Pick a job to monitor.", "", loss_frame([]), lr_frame([]), "", *job_buttons(None)
     try:
         path = jobs.job_dir(job_id)
     except jobs.JobError as exc:
-        return str(exc), "", None, None, ""
+        return str(exc), "", loss_frame([]), lr_frame([]), "", *job_buttons(None)
     status = jobs.refresh(path)
     rows = jobs.read_progress(path)
-    last = rows[-1] if rows else {}
-    place = f" · #{status['queue_place']} in queue" if "queue_place" in status else ""
-    facts = [f"**{html.escape(status['name'])}** · `{status['state']}`{place}", f"device: {status.get('device') or '-'}"]
-    if last:
-        loss = last.get("loss")
-        facts += [f"loss {loss:.4g}" if loss is not None else "loss -", f"lr {last.get('learning_rate') or 0:.2e}",
-                  f"{last.get('tokens_per_second', 0):,.0f} tokens/s", f"memory {last.get('memory_mb', 0):,.0f} MB"]
+    metrics = store.read_metrics(path) if status["state"] == State.COMPLETED else {}
+    facts = job_facts(status, rows, metrics)
     if status.get("reason"):
         facts.append(f"\n\n> {html.escape(status['reason'])}")
-    curve = pd.DataFrame(
-        [{"step": r["step"], "loss": r["loss"], "curve": "train"} for r in rows if r.get("loss") is not None]
-        + [{"step": r["step"], "loss": r["eval_loss"], "curve": "eval"} for r in rows if r.get("eval_loss") is not None]
-    )
-    lr = pd.DataFrame([{"step": r["step"], "learning_rate": r["learning_rate"]} for r in rows if r.get("learning_rate")])
-    return " · ".join(facts), progress_html(status, last), curve, lr, jobs.tail(path)
+    return (" · ".join(facts), progress_html(status, rows[-1] if rows else {}), loss_frame(rows), lr_frame(rows),
+            jobs.tail(path), *job_buttons(status["state"]))
 
 
 def job_action(password, action, job_id):
@@ -299,16 +405,42 @@ def job_action(password, action, job_id):
     return gr.Dropdown(choices=job_ids(), value=None if action == "delete" else job_id)
 
 
-def refresh_jobs(password, job_id):
+def ask_delete(job_id):
+    """The Delete button asks first: the confirmation row, naming the job."""
+    if not job_id:
+        raise UserError("Pick a job first.")
+    return gr.Row(visible=True), (f"Delete **{html.escape(job_id)}** with its checkpoints and adapter? "
+                                  "This cannot be undone.")
+
+
+def refresh_jobs(password, job_id, request: gr.Request):
+    """The timer's tick: the jobs table, the picker's choices, and the monitor of the pick. Without a pick, the job
+    named in the page's address (?job=, kept there by the picker) is picked: a reload keeps the monitored job."""
     if instructor_refusal(password):  # students see no jobs, logs or names
         return pd.DataFrame(columns=JOB_COLUMNS), gr.Dropdown(choices=[], value=None), *job_view(password, job_id)
     ids = job_ids()
     if job_id and job_id not in ids:  # deleted meanwhile, here or by another client
         return jobs_table(), gr.Dropdown(choices=ids, value=None), *job_view(password, None)
+    in_address = request.query_params.get("job") if request else None
+    if not job_id and in_address in ids:
+        return jobs_table(), gr.Dropdown(choices=ids, value=in_address), *job_view(password, in_address)
     # The choices only, and no monitor without a pick: a tick sent just before a launch or a pick would otherwise
     # answer after it with the old pick, and set it back.
-    monitor = job_view(password, job_id) if job_id else [gr.skip()] * 5
+    monitor = job_view(password, job_id) if job_id else [gr.skip()] * MONITOR_SIZE
     return jobs_table(), gr.Dropdown(choices=ids), *monitor
+
+
+def picked_row(event: gr.SelectData):
+    """A click on a row of the jobs table monitors that job."""
+    return gr.Dropdown(value=event.row_value[0]) if event.row_value else gr.skip()
+
+
+# Keeps the picked job in the page's address, so that a reload (or a shared link) monitors it again.
+JOB_IN_ADDRESS_JS = """(job) => {
+    const url = new URL(window.location.href);
+    if (job) { url.searchParams.set("job", job); } else { url.searchParams.delete("job"); }
+    window.history.replaceState(null, "", url);
+}"""
 
 
 def build_train(password: gr.Textbox):
@@ -317,48 +449,72 @@ def build_train(password: gr.Textbox):
     gr.Markdown(notes, visible=bool(notes), elem_id="train-notes")
     with gr.Row():
         with gr.Column(scale=2):
-            preset = gr.Dropdown(list(PRESETS), value="offline-default", label="Preset recipe")
-            name = gr.Textbox(label="Job name", placeholder="e.g. smollm2-basic-math")
-            inputs = {}
-            with gr.Group():
-                for f in CONFIG_FIELDS:
-                    if f.name in BASIC:
-                        inputs[f.name] = config_input(f, default[f.name])
-            with gr.Accordion("All settings", open=False):
-                for f in CONFIG_FIELDS:
-                    if f.name not in BASIC:
-                        inputs[f.name] = config_input(f, default[f.name])
-            ordered = [inputs[f.name] for f in CONFIG_FIELDS]
+            with gr.Row():
+                preset = gr.Dropdown(list(PRESETS), value="offline-default", label="Preset recipe")
+                name = gr.Textbox(label="Job name", placeholder="e.g. smollm2-basic-math")
             with gr.Row():
                 preview_btn = gr.Button("Preview data")
                 launch_btn = gr.Button("Launch training", variant="primary")
+            with gr.Row():
+                dataset_upload = gr.UploadButton(f"Upload dataset (≤ {MAX_DATASET_MB} MB)", file_types=DATASET_TYPES,
+                                                 size="sm", elem_id="dataset-upload")
+                config_upload = gr.UploadButton("Load config (YAML)", file_types=[".yaml", ".yml"], size="sm")
+                config_btn = gr.Button("Save config (YAML)", size="sm")
+                cli_btn = gr.Button("Copy CLI command", size="sm")
+            config_file = gr.File(label="Config (YAML)", visible=False, elem_id="config-file")
+            cli = gr.Code(label="CLI command", language="shell", visible=False, elem_id="cli-command")
+            inputs = {}
+            for group in GROUPS:
+                with gr.Accordion(group, open=group in OPEN_GROUPS):
+                    for f in CONFIG_FIELDS:
+                        if f.metadata["group"] == group:
+                            inputs[f.name] = config_input(f, default[f.name])
+            ordered = [inputs[f.name] for f in CONFIG_FIELDS]
         with gr.Column(scale=3):
             with gr.Accordion("Data preview", open=True):
                 lengths_summary = gr.Markdown()
                 histogram = gr.BarPlot(x="tokens", y="examples", title="Token length per example", height=220)
                 examples = gr.Markdown(elem_id="preview-examples")
             closed = instructor_required()  # then filled in by the timer, for the instructor only
-            jobs_df = gr.Dataframe(pd.DataFrame(columns=JOB_COLUMNS) if closed else jobs_table(), label="Jobs",
-                                   interactive=False, wrap=True)
+            jobs_df = gr.Dataframe(pd.DataFrame(columns=JOB_COLUMNS) if closed else jobs_table(),
+                                   label="Jobs (click a row to monitor it)", interactive=False, elem_id="jobs-table")
             # Custom values: an API client may act on a job created after it connected; every handler checks the id.
             job = gr.Dropdown([] if closed else job_ids(), label="Monitor job", allow_custom_value=True)
             facts = gr.Markdown(elem_id="job-facts")
             progress = gr.HTML(elem_id="job-progress")
             with gr.Row():
-                loss_plot = gr.LinePlot(x="step", y="loss", color="curve", title="Loss", height=240)
+                loss_plot = gr.LinePlot(x="step", y="loss", color="curve", title="Loss", height=240,
+                                        elem_id="loss-plot")
                 lr_plot = gr.LinePlot(x="step", y="learning_rate", title="Learning rate", height=240)
             with gr.Row():
-                cancel_btn = gr.Button("Cancel", variant="stop")
-                resume_btn = gr.Button("Resume")
-                delete_btn = gr.Button("Delete")
+                cancel_btn = gr.Button("Cancel", variant="stop", visible=False)
+                resume_btn = gr.Button("Resume", visible=False)
+                delete_btn = gr.Button("Delete", visible=False)
+                edit_btn = gr.Button("Edit as new job", visible=False)
+            with gr.Row(visible=False) as confirm_row:
+                confirm_text = gr.Markdown()
+                confirm_btn = gr.Button("Yes, delete", variant="stop")
+                keep_btn = gr.Button("Keep it")
             log = gr.Code(label="Log (tail)", language=None, lines=10)
     preset.change(preset_values, preset, ordered, api_visibility="private")
     preview_btn.click(preview_data, [password, *ordered], [examples, histogram, lengths_summary])
     launch_btn.click(launch_job, [password, name, *ordered], job)
-    monitor = [facts, progress, loss_plot, lr_plot, log]
+    dataset_upload.upload(upload_dataset, [password, dataset_upload], inputs["dataset"], api_visibility="private")
+    config_upload.upload(load_config, [password, config_upload], ordered, api_visibility="private")
+    config_btn.click(save_config, [password, name, *ordered], config_file, api_visibility="private").then(
+        lambda: gr.File(visible=True), None, config_file, api_visibility="private")
+    cli_btn.click(lambda *values: gr.Code(cli_command(*values), visible=True), [name, *ordered], cli,
+                  api_visibility="private")
+    monitor = [facts, progress, loss_plot, lr_plot, log, cancel_btn, resume_btn, delete_btn, edit_btn]
     job.change(job_view, [password, job], monitor, api_visibility="private")
-    for button, action in [(cancel_btn, "cancel"), (resume_btn, "resume"), (delete_btn, "delete")]:
-        button.click(job_action, [password, gr.State(action), job], job)
+    job.change(None, job, None, js=JOB_IN_ADDRESS_JS)
+    jobs_df.select(picked_row, None, job, api_visibility="private")
+    for button, action in [(cancel_btn, "cancel"), (resume_btn, "resume"), (confirm_btn, "delete")]:
+        button.click(job_action, [password, gr.State(action), job], job)  # api names job_action, _1, _2
+    delete_btn.click(ask_delete, job, [confirm_row, confirm_text], api_visibility="private")
+    gr.on([confirm_btn.click, keep_btn.click, job.change], lambda: gr.Row(visible=False), None, confirm_row,
+          api_visibility="private")
+    edit_btn.click(job_config_values, [password, job], ordered, api_visibility="private")
     gr.Timer(2).tick(refresh_jobs, [password, job], [jobs_df, job, *monitor], show_progress="hidden",
                      api_visibility="private")
 
@@ -572,19 +728,26 @@ def respond(message, turns, shown, model, temperature, top_p, max_new_tokens, sy
     yield "", turns, [*shown, *reply_messages(text, thought_s), {"role": "assistant", "content": notice}]
 
 
-def check_answer(student, turns, practice):
+def respond_locked(*values):
+    """respond, with Send disabled while the reply streams (a second Send or Enter meanwhile is ignored)."""
+    for outputs in respond(*values):
+        yield *outputs, gr.Button(interactive=False)
+    yield gr.skip(), gr.skip(), gr.skip(), gr.Button(interactive=True)
+
+
+def check_answer(student, turns, practice, sampled=None):
     """Check the student's answer: against a practice problem's gold answer, else against the chat problem's answer
-    when it is known exactly; never against the tutor's reply."""
+    when it is known exactly or sampled solutions agreed on it (`sampled`); never against the tutor's reply."""
     if practice:
         correct, words = check_student_answer(student, practice.get("answer"))
         return f"{'✅' if correct else '❌'} {words}"
     question = next((m["content"] for m in reversed(turns) if m["role"] == "user"), "")
     if not question:
         return "Ask the tutor a question, or get a practice problem, first."
-    known = known_answer(question)
+    known = known_answer(question) or (sampled or {}).get(question)
     if known is None:
         return ("❔ This answer can't be checked: the question has no equation or arithmetic whose answer can be "
-                "verified, and the tutor's reply is no proof. Try a practice problem, or ask for a hint.")
+                "verified, and the tutor's reply is no proof. Try Verify by sampling, a practice problem, or a hint.")
     correct, words = grade(student, known)
     return f"{'✅' if correct else '❌'} {words}"
 
@@ -611,7 +774,51 @@ def show_mistake(problem, solution, use_model, model):
 
 def new_practice(seed):
     (problem,) = basic_math.generate(1, seed=int(seed))
-    return problem["problem"], {"answer": problem["expected_answer"]}, int(seed) + 1, ""
+    return problem["problem"], {"answer": problem["expected_answer"], "problem": problem["problem"]}, int(seed) + 1, ""
+
+
+@gpu
+def verify_by_sampling(turns, sampled, model, temperature, top_p, max_new_tokens, system_prompt):
+    """Sample a few more solutions to the last question: their answer is verified when enough of them agree."""
+    last = max((i for i, m in enumerate(turns) if m["role"] == "user"), default=None)
+    if last is None:
+        return "Ask the tutor a question first.", sampled
+    question = turns[last]["content"]
+    settings = checked_settings(temperature or 0.7, top_p, max_new_tokens, system_prompt, False)
+    on_gpu = torch_cuda_available()
+    try:
+        answers = sample_answers(checked_model(model), turns[:last + 1], settings, SAMPLES_GPU if on_gpu else SAMPLES_CPU)
+    except (ModelError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    known, words = sampled_known(answers, on_gpu)
+    return words, {**sampled, question: known} if known else sampled
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@gpu
+def give_hint(turns, practice, ladder, model):
+    """The next rung of the hint ladder for the practice problem, else the last question; never its answer."""
+    problem = practice.get("problem") if practice else next(
+        (m["content"] for m in reversed(turns) if m["role"] == "user"), "")
+    if not problem:
+        return "Ask the tutor a question, or get a practice problem, first.", ladder
+    hints = ladder.get("hints", []) if ladder.get("problem") == problem else []
+    known = known_answer(problem)
+    hidden = [practice.get("answer", ""), known.shown if known else ""] + [  # and whatever the tutor answered
+        extract_answer(split_reasoning(m["content"])[1], strict=True) or "" for m in turns if m["role"] == "assistant"]
+    try:
+        hint, note = next_hint(problem, len(hints), hints, hidden, model_generate(checked_model(model)))
+    except (ModelError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    hints = [*hints, hint]
+    shown = "\n\n".join(f"**Hint {i + 1}, {RUNGS[min(i, len(RUNGS) - 1)][0]}:** {normalize_latex(h)}"
+                         for i, h in enumerate(hints))
+    return shown + (f"\n\n*{note}*" if note else ""), {"problem": problem, "hints": hints}
 
 
 def build_tutor():
@@ -646,14 +853,27 @@ def build_tutor():
                 student = gr.Textbox(label="Your answer", placeholder="e.g. 5, 3/4, x = 2", elem_id="student-answer")
                 check = gr.Button("Check", size="sm")
                 verdict = gr.Markdown(elem_id="answer-verdict")
+                sampled = gr.State({})  # question -> the answer sampled solutions agreed on
+                verify = gr.Button("Verify by sampling", size="sm")
+                sample_verdict = gr.Markdown(elem_id="sample-verdict")
+                ladder = gr.State({})
+                hint_btn = gr.Button("Give me a hint", size="sm")
+                hint = gr.Markdown(elem_id="hint")
     inputs = [message, turns, chatbot, model, temperature, top_p, max_new_tokens, system_prompt, think_first]
-    events = [trigger(respond, inputs, [message, turns, chatbot], api_visibility="private")
+    events = [trigger(respond_locked, inputs, [message, turns, chatbot, send], api_visibility="private")
               for trigger in (send.click, message.submit)]
-    stop.click(None, cancels=events)
+    for event in events:  # after an error too
+        event.then(lambda: gr.Button(interactive=True), None, send, queue=False, api_visibility="private")
+    stop.click(lambda: gr.Button(interactive=True), None, send, cancels=events, queue=False, api_visibility="private")
     clear.click(lambda: ([], [], {}), None, [turns, chatbot, practice], api_visibility="private")
-    refresh.click(lambda: gr.Dropdown(choices=list_choices()), None, model, api_visibility="private")
+    # A finished job's adapter or a merged model appears in the list as soon as the picker is opened: no restart.
+    gr.on([refresh.click, model.focus], lambda: gr.Dropdown(choices=list_choices()), None, model,
+          show_progress="hidden", api_visibility="private")
     new_problem.click(new_practice, seed, [problem, practice, seed, verdict], api_visibility="private")
-    check.click(check_answer, [student, turns, practice], verdict, api_visibility="private")
+    check.click(check_answer, [student, turns, practice, sampled], verdict, api_visibility="private")
+    verify.click(verify_by_sampling, [turns, sampled, model, temperature, top_p, max_new_tokens, system_prompt],
+                 [sample_verdict, sampled], api_visibility="private")
+    hint_btn.click(give_hint, [turns, practice, ladder, model], [hint, ladder], api_visibility="private")
     with gr.Accordion("Find my mistake", open=False):
         with gr.Row():
             mistake_problem = gr.Textbox(label="Problem", lines=3, elem_id="mistake-problem")
@@ -696,13 +916,17 @@ def download_copy(path) -> str:
     return shutil.copy(path, folder / Path(path).name)
 
 
+def adapter_choices() -> list[tuple[str, str]]:
+    return [c for c in list_choices() if ModelChoice.parse(c[1]).kind is Kind.ADAPTER]
+
+
 def build_evaluate(password: gr.Textbox):
     config = EvalConfig()
     with gr.Row():
         with gr.Column(scale=1):
             model = gr.Textbox(label="Base model (empty: the adapter's own base, or the embedded default)")
-            adapter = gr.Dropdown([c for c in list_choices() if ModelChoice.parse(c[1]).kind is Kind.ADAPTER], value=None,
-                                  label="Adapter (a finished job)", allow_custom_value=True)
+            adapter = gr.Dropdown(adapter_choices(), value=None, label="Adapter (a finished job)",
+                                  allow_custom_value=True)
             benchmark = gr.Dropdown(list(BENCHMARKS), value=config.benchmark, label="Benchmark")
             limit = gr.Number(50, label="Problems (0 for all)", precision=0)
             batch_size = gr.Number(config.batch_size, label="Batch size", precision=0)
@@ -715,6 +939,8 @@ def build_evaluate(password: gr.Textbox):
             report = gr.File(label="Report (JSON)")
     run.click(run_evaluation, [password, model, adapter, benchmark, limit, batch_size, max_new_tokens],
               [summary, accuracy, disagree, report])
+    adapter.focus(lambda: gr.Dropdown(choices=adapter_choices()), None, adapter, show_progress="hidden",
+                  api_visibility="private")  # a job finished since the page loaded is there when the list opens
 
 
 def build_app() -> gr.Blocks:

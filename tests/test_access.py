@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.browser import app_env, app_server, chromium
-from trainer.jobs import write_json
+from trainer.store import write_json
 from tutor.render import normalize_latex, reply_messages
 
 PASSWORD = "teach-math-42"

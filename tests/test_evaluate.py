@@ -54,27 +54,30 @@ def test_batched_greedy_equals_one_at_a_time(data_root, sharp_model_dir, adapter
 
 
 def test_gsm8k_and_math500_files_become_problems(tmp_path, gsm8k_file):
+    """Test files are read and normalized as training data is: GSM8K's `####` split, MATH's answer column."""
     problems, source = load_problems("gsm8k", str(gsm8k_file), limit=3)
-    assert source == str(gsm8k_file) and len(problems) == 3
+    assert source == f"file:{gsm8k_file}" and len(problems) == 3
     assert problems[1] == Problem("1", QUESTIONS[1], "8")
 
     math = tmp_path / "math.jsonl"
     math.write_text(json.dumps({"problem": "Compute $\\frac{1}{2}+\\frac{1}{3}$.", "solution": "...",
                                 "answer": "\\frac{5}{6}", "unique_id": "test/algebra/1.json"}) + "\n")
-    assert load_problems("math500", str(math))[0] == [Problem("test/algebra/1.json", "Compute $\\frac{1}{2}+\\frac{1}{3}$.", "\\frac{5}{6}")]
+    assert load_problems("math500", str(math))[0] == [Problem("0", "Compute $\\frac{1}{2}+\\frac{1}{3}$.", "\\frac{5}{6}")]
 
-    with pytest.raises(EvalError, match="lacks"):
-        load_problems("math500", str(gsm8k_file))
-    with pytest.raises(EvalError, match="No data file"):
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text(json.dumps({"text": "2+2?", "label": "4"}) + "\n")
+    with pytest.raises(EvalError, match="match no known math schema"):
+        load_problems("math500", str(odd))
+    with pytest.raises(EvalError, match="does not exist"):
         load_problems("gsm8k", str(tmp_path / "missing.jsonl"))
 
 
 @needs_shared_data()
 def test_shared_benchmark_files_are_found_without_a_data_file():
     gsm8k, source = load_problems("gsm8k", limit=5)
-    assert source == str(SHARED_DATA / "gsm8k" / "test.jsonl") and gsm8k[0].gold == "18"
+    assert source == f"file:{SHARED_DATA / 'gsm8k' / 'test.jsonl'}" and gsm8k[0].gold == "18"
     math500, _ = load_problems("math500", limit=2)
-    assert len(math500) == 2 and math500[0].id.startswith("test/")
+    assert len(math500) == 2 and math500[0].id == "0" and math500[0].gold
 
 
 def test_disagreements_are_the_problems_one_gets_right_and_the_other_wrong():
@@ -97,7 +100,7 @@ def test_eval_of_base_and_adapter_writes_a_full_report_into_the_job(data_root, t
     report = json.loads(reports[0].read_text())
 
     assert set(report) == {"benchmark", "data", "protocol", "created", "summary", "runs", "disagreements"}
-    assert report["data"] == {"source": str(gsm8k_file), "problems": 4}
+    assert report["data"] == {"source": f"file:{gsm8k_file}", "problems": 4}
     protocol = report["protocol"]
     assert protocol["shots"] == 0 and protocol["max_new_tokens"] == 8 and protocol["batch_size"] == 3
     assert protocol["decoding"].startswith("greedy") and protocol["extractor"] == "trainer.answers.extract_answer"

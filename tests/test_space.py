@@ -4,7 +4,7 @@ import gradio as gr
 import pytest
 
 import app
-from trainer import paths
+from trainer import store
 
 
 def component(demo: gr.Blocks, elem_id: str):
@@ -50,11 +50,11 @@ def test_data_root_without_persistent_storage_on_a_space(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "local"))
     monkeypatch.setenv("SPACE_ID", "alice/studio")
     with pytest.warns(UserWarning, match="lost when the Space restarts"):
-        root = paths.data_root()
+        root = store.data_root()
     assert root == tmp_path / "local" / "math-agent-studio"
     with pytest.warns(UserWarning):
-        assert paths.jobs_dir() == root / "jobs" and paths.jobs_dir().is_dir()
-        warning = paths.storage_warning()
+        assert store.jobs_dir() == root / "jobs" and store.jobs_dir().is_dir()
+        warning = store.storage_warning()
         assert str(tmp_path / "data" / "math-agent-studio") in warning and "persistent storage" in warning
         assert warning in app.train_notes()
 
@@ -64,11 +64,11 @@ def test_data_root_that_cannot_be_written_elsewhere_is_an_error(monkeypatch, tmp
     monkeypatch.setenv("MATH_STUDIO_HOME", str(tmp_path / "data" / "studio"))
     monkeypatch.delenv("SPACE_ID", raising=False)
     with pytest.raises(PermissionError, match="cannot be written: make it writable, or set MATH_STUDIO_HOME"):
-        paths.data_root()
+        store.data_root()
 
 
 def test_writable_data_root_is_used_as_set(monkeypatch, tmp_path):
     monkeypatch.setenv("MATH_STUDIO_HOME", str(tmp_path / "studio"))
     monkeypatch.setenv("SPACE_ID", "alice/studio")
-    assert paths.data_root() == tmp_path / "studio" and (tmp_path / "studio").is_dir()
-    assert paths.storage_warning() == ""
+    assert store.data_root() == tmp_path / "studio" and (tmp_path / "studio").is_dir()
+    assert store.storage_warning() == ""

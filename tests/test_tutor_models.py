@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from trainer import publish, store
+from trainer.config import JobConfig
 from tutor import models
 from tutor.chat import encode
 from tutor.models import EMBEDDED, ModelLoadError, list_choices, load_model
@@ -26,15 +28,14 @@ def make_adapter(base_dir: Path, out: Path, seed: int) -> Path:
 
 
 def make_job(root: Path, job_id: str, base_dir: Path, seed: int, state="completed", name=None) -> Path:
-    """A job folder as the trainer leaves it (status, config, adapter)."""
+    """A job folder as the trainer leaves it (status, config, adapter), written with the store's own writers."""
     job = root / "jobs" / job_id
     job.mkdir(parents=True)
-    status = {"id": job_id, "name": name or job_id, "state": state, "created": "2025-05-01T10:00:00",
-              "finished": "2025-05-01T10:30:00" if state == "completed" else None}
-    (job / "status.json").write_text(json.dumps(status))
-    (job / "config.yaml").write_text(f"base_model: {base_dir}\n")
-    if state == "completed":
-        make_adapter(base_dir, job / "adapter", seed)
+    store.write_status(job, {"id": job_id, "name": name or job_id, "state": state, "created": "2025-05-01T10:00:00",
+                             "finished": "2025-05-01T10:30:00" if state == "completed" else None})
+    JobConfig(base_model=str(base_dir)).save(store.config_file(job))
+    if state in ("completed", "cancelled"):
+        make_adapter(base_dir, store.adapter_dir(job), seed)
     return job
 
 
@@ -72,18 +73,28 @@ def greedy(loaded, text: str, n=12) -> list[int]:
     return out[0, len(ids):].tolist()
 
 
-def test_list_choices_shows_embedded_finished_jobs_and_merged(data_root, tiny_model_dir):
+def test_list_choices_shows_embedded_completed_jobs_and_merged_with_its_base(data_root, tiny_model_dir):
     make_job(data_root, "job-a", tiny_model_dir, seed=1, name="Algebra run")
     make_job(data_root, "job-b", tiny_model_dir, seed=2, state="running")
-    merged = data_root / "models" / "merged" / "algebra-merged"
-    shutil.copytree(tiny_model_dir, merged)
-    (merged / "merge.json").write_text(json.dumps({"job": "job-a", "base": str(tiny_model_dir)}))
+    make_job(data_root, "job-c", tiny_model_dir, seed=3, state="cancelled")  # a partial adapter: not offered
+    publish.merge_job(data_root / "jobs" / "job-a", "algebra-merged")  # the real writer of merge records
 
     choices = list_choices()
     values = [value for _, value in choices]
-    assert values == [EMBEDDED, "adapter:job-a", "merged:algebra-merged"]  # the running job has no adapter yet
-    label = dict((v, l) for l, v in choices)["adapter:job-a"]
-    assert "Algebra run" in label and tiny_model_dir.name in label and "2025-05-01 10:30" in label
+    assert values == [EMBEDDED, "adapter:job-a", "merged:algebra-merged"]
+    labels = {v: l for l, v in choices}
+    assert "Algebra run" in labels["adapter:job-a"] and tiny_model_dir.name in labels["adapter:job-a"]
+    assert "2025-05-01 10:30" in labels["adapter:job-a"]
+    assert labels["merged:algebra-merged"] == f"algebra-merged (merged from {tiny_model_dir.name})"
+
+
+def test_damaged_records_cost_a_label_not_the_list(data_root, tiny_model_dir):
+    job = make_job(data_root, "job-a", tiny_model_dir, seed=1)
+    merged = publish.merge_job(job, "m")
+    (merged / "merge.json").write_bytes(b"\xff{")
+    store.config_file(job).write_text("base_model: [unclosed")
+    labels = {v: l for l, v in list_choices()}
+    assert labels["merged:m"] == "m (merged)" and "adapter:job-a" in labels
 
 
 def test_switching_adapters_of_one_base_loads_the_base_once(data_root, tiny_model_dir, counted_loads):

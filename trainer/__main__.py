@@ -6,14 +6,25 @@
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
 import time
 
-from trainer import jobs, publish
+from trainer import jobs, publish, store
 from trainer.config import PRESETS, ConfigError, JobConfig
+
+
+LIST_HEADER = ("CREATED", "ID", "NAME", "STATE", "STEP")
+
+
+def config_keys_help() -> str:
+    """The config keys with their defaults and help, for `train --help` (the same words as the Train form's)."""
+    return "config keys (--set KEY=VALUE):\n" + "\n".join(
+        f"  {f.name} = {value!r}\n      {f.metadata.get('help', '')}"
+        for f, value in zip(dataclasses.fields(JobConfig), JobConfig().to_dict().values()))
 
 
 def cmd_train(args) -> int:
@@ -34,9 +45,14 @@ def cmd_train(args) -> int:
 
 
 def cmd_list(args) -> int:
-    for s in jobs.list_jobs():
-        place = f" (#{s['queue_place']} in queue)" if "queue_place" in s else ""
-        print(f"{s['id']:<48} {s['state']:<12}{place} step {s.get('step', 0)}/{s.get('total_steps') or '?'}")
+    """Every job, oldest first by creation date, under a header."""
+    rows = [(str(s.get("created") or "")[:19].replace("T", " "), s["id"], s.get("name", ""),
+             f"{s['state']} #{s['queue_place']}" if "queue_place" in s else s["state"],
+             f"{s.get('step', 0)}/{s.get('total_steps') or '?'}") for s in jobs.list_jobs()]
+    rows.sort(key=lambda row: row[0])
+    widths = [max([len(head), *(len(row[i]) for row in rows)]) for i, head in enumerate(LIST_HEADER)]
+    for row in [LIST_HEADER, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     return 0
 
 
@@ -46,7 +62,7 @@ def cmd_show(args) -> int:
     rows = jobs.read_progress(path)
     if rows:
         print(f"last log: {json.dumps(rows[-1])}")
-    print((path / "config.yaml").read_text())
+    print(store.read_config(path).to_yaml())
     return 0
 
 
@@ -86,7 +102,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="python -m trainer", description="QLoRA fine-tuning jobs for math tutors.")
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="run a training job in the foreground")
+    train = sub.add_parser("train", help="run a training job in the foreground", epilog=config_keys_help(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--config", help="a config.yaml (keys of JobConfig)")
     train.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset recipe")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
@@ -108,10 +125,15 @@ def main(argv=None) -> int:
     merge.set_defaults(func=publish.main_merge)
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
+        return code
     except (ConfigError, jobs.JobError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `python -m trainer presets | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 1
 
 
 if __name__ == "__main__":

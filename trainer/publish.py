@@ -24,9 +24,11 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from huggingface_hub.repocard import metadata_load
 
 from trainer.config import JobConfig
-from trainer.jobs import job_dir as find_job, now, read_progress, read_status, write_json
 from trainer.models import EMBEDDED, resolve_model
-from trainer.paths import models_dir
+from trainer.store import (
+    State, adapter_dir, config_file, has_adapter, job_dir as find_job, loss_plot_file, merged_dir, merged_folders,
+    read_config, read_merge_record, read_metrics, read_progress, read_reports, status_or_damage, write_merge_record,
+)
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 REPO_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -104,25 +106,28 @@ def redact(text: str, secret: str) -> str:
 
 def finished_status(job_dir: Path) -> dict:
     """The status of a completed job with an adapter; anything else cannot be merged or pushed."""
-    status = read_status(job_dir)
-    if status["state"] != "completed":
-        raise PublishError(f"Job {status['id']} is {status['state']}: only completed jobs can be merged or pushed.")
-    if not (job_dir / "adapter" / "adapter_config.json").exists():
-        raise PublishError(f"Job {status['id']} has no adapter in {job_dir / 'adapter'}: train it again.")
+    status = status_or_damage(job_dir)
+    if status["state"] != State.COMPLETED:
+        raise PublishError(f"Job {status['id']} is {status['state']}: only completed jobs can be merged or pushed. "
+                           f"{status.get('reason') or ''}".strip())
+    if not has_adapter(job_dir):
+        raise PublishError(f"Job {status['id']} has no adapter in {adapter_dir(job_dir)}: train it again.")
     return status
 
 
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
+def job_config(job_dir: Path) -> JobConfig:
+    try:
+        return read_config(job_dir)
+    except ValueError as exc:  # Damaged: the message says which file and what is wrong
+        raise PublishError(str(exc)) from None
 
 
 def eval_reports(job_dir: Path) -> list[dict]:
-    """The latest report per benchmark in `eval/*.json`, as tutor/evaluate.py writes them
-    (`<benchmark>-<time>.json` with benchmark, data, protocol and a summary per role: base, adapter)."""
+    """The latest report per benchmark, as tutor/evaluate.py writes them (benchmark, data, protocol and a summary
+    per role: base, adapter)."""
     latest = {}
-    for path in sorted((job_dir / "eval").glob("*.json")):  # names end in a sortable time stamp
-        report = read_json(path)
-        if report.get("benchmark") and "summary" in report:
+    for report in read_reports(job_dir):
+        if report.get("benchmark") and isinstance(report.get("summary"), dict):
             latest[report["benchmark"]] = report
     return list(latest.values())
 
@@ -130,8 +135,8 @@ def eval_reports(job_dir: Path) -> list[dict]:
 def render_loss_plot(job_dir: Path) -> Path | None:
     """Draw progress.jsonl's train and eval loss to `<job>/loss.png`. None when no loss was logged."""
     rows = read_progress(job_dir)
-    train = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
-    evals = [(r["step"], r["eval_loss"]) for r in rows if r.get("eval_loss") is not None]
+    train = [(r["step"], r["loss"]) for r in rows if isinstance(r.get("loss"), (int, float))]
+    evals = [(r["step"], r["eval_loss"]) for r in rows if isinstance(r.get("eval_loss"), (int, float))]
     if not train and not evals:
         return None
     from matplotlib.figure import Figure  # no pyplot: no global state, safe in the web process's threads
@@ -145,24 +150,16 @@ def render_loss_plot(job_dir: Path) -> Path | None:
     axes.set_ylabel("loss")
     axes.grid(alpha=0.3)
     axes.legend()
-    path = job_dir / "loss.png"
+    path = loss_plot_file(job_dir)
     figure.savefig(path, bbox_inches="tight")
     return path
 
 
 # ---------------------------------------------------------------- merge
 
-def merged_root() -> Path:
-    path = models_dir() / "merged"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def list_merged() -> list[dict]:
-    """Every merged model: its merge.json plus `name` and `path`, newest first."""
-    found = [{**read_json(p / "merge.json"), "name": p.name, "path": str(p)}
-             for p in merged_root().iterdir() if (p / "merge.json").exists()]
-    return sorted(found, key=lambda m: m.get("created", ""), reverse=True)
+    """Every merged model: its merge record plus `name` and `path`, newest first."""
+    return sorted(map(read_merge_record, merged_folders()), key=lambda m: str(m.get("created", "")), reverse=True)
 
 
 def merge_job(job_dir: Path, name: str | None = None) -> Path:
@@ -175,10 +172,10 @@ def merge_job(job_dir: Path, name: str | None = None) -> Path:
     job_dir = Path(job_dir)
     status = finished_status(job_dir)
     name = check_name(name or status["id"])
-    target = merged_root() / name
+    target = merged_dir() / name
     if target.exists():
         raise PublishError(f"A merged model named {name!r} already exists ({target}): pick another name or delete it.")
-    config = JobConfig.load(job_dir / "config.yaml")
+    config = job_config(job_dir)
     base_path = resolve_model(config.base_model)
     gpu = torch.cuda.is_available()
     dtype = torch.bfloat16 if gpu else torch.float32
@@ -186,17 +183,17 @@ def merge_job(job_dir: Path, name: str | None = None) -> Path:
     if getattr(model, "hf_quantizer", None) is not None:
         raise PublishError(f"{config.base_model} is a quantized checkpoint: merging needs its 16-bit weights. "
                            "Use the adapter as it is, or train on an unquantized base.")
-    model = PeftModel.from_pretrained(model, job_dir / "adapter").merge_and_unload()
-    tokenizer_source = job_dir / "adapter" if (job_dir / "adapter" / "tokenizer_config.json").exists() else base_path
+    adapter = adapter_dir(job_dir)
+    model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    tokenizer_source = adapter if (adapter / "tokenizer_config.json").exists() else base_path
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-    tmp = merged_root() / f"{name}.partial"
+    tmp = merged_dir() / f"{name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)  # safetensors, config.json, generation_config.json
     tokenizer.save_pretrained(tmp)  # tokenizer files and the chat template
-    shutil.copy(job_dir / "config.yaml", tmp / "config.yaml")
-    write_json(tmp / "merge.json", {"job_id": status["id"], "job_name": status.get("name"),
-                                    "base_model": config.base_model, "base_path": base_path,
-                                    "dtype": str(dtype).removeprefix("torch."), "created": now()})
+    shutil.copy(config_file(job_dir), config_file(tmp))
+    write_merge_record(tmp, job_id=status["id"], job_name=status.get("name"), base_model=config.base_model,
+                       base_path=base_path, dtype=str(dtype).removeprefix("torch."))
     tmp.rename(target)  # a folder with this name is always a complete model
     return target
 
@@ -211,9 +208,9 @@ def model_card(job_dir: Path, merged: bool, repo_id: str = "REPO_ID") -> str:
     """The README model card, from config.yaml, metrics.json, progress.jsonl (rendered to loss.png beside the
     job) and the evaluation reports in eval/."""
     job_dir = Path(job_dir)
-    config = JobConfig.load(job_dir / "config.yaml")
-    metrics = read_json(job_dir / "metrics.json")
-    status = read_json(job_dir / "status.json")
+    config = job_config(job_dir)
+    metrics = read_metrics(job_dir)
+    status = status_or_damage(job_dir)
     base_id, license_ = base_hub_id(config.base_model), base_license(config.base_model)
     datasets = hub_datasets(config.dataset)
     tags = ["math", "math-agent-studio", "trl", "sft", "lora"] + (["qlora"] if config.quantization == "4bit" else [])
@@ -336,15 +333,15 @@ def upload_plan(job_dir: Path, folder: Path, card: str) -> dict[str, Path | byte
         if p.is_file() and not p.name.startswith(".")
     }
     files.pop("README.md", None)  # PEFT's template card; ours replaces it
-    base_id = base_hub_id(JobConfig.load(job_dir / "config.yaml").base_model)
+    base_id = base_hub_id(job_config(job_dir).base_model)
     if "adapter_config.json" in files and base_id:
         # The adapter names the base by the local path it was trained from; on the Hub it must be the Hub id.
         adapter_config = json.loads(files["adapter_config.json"].read_text())
         adapter_config["base_model_name_or_path"] = base_id
         files["adapter_config.json"] = json.dumps(adapter_config, indent=2).encode()
-    files["config.yaml"] = job_dir / "config.yaml"
-    if (job_dir / "loss.png").exists():
-        files["loss.png"] = job_dir / "loss.png"
+    files[config_file(job_dir).name] = config_file(job_dir)
+    if loss_plot_file(job_dir).exists():
+        files[loss_plot_file(job_dir).name] = loss_plot_file(job_dir)
     files["README.md"] = card.encode()
     return files
 
@@ -362,7 +359,7 @@ def push_job(job_dir: Path, repo_id: str, token: str | None = None, merged: bool
         raise PublishError(f"No Hugging Face token: set HF_TOKEN or enter a write token (from {TOKENS_URL}).")
     check_repo_id(repo_id)
     status = finished_status(job_dir)
-    folder = job_dir / "adapter"
+    folder = adapter_dir(job_dir)
     if merged:
         folder = merged_for_job(status["id"])
         if folder is None:

@@ -4,6 +4,7 @@ Started by the app (through `python -m trainer train --config ... --job ...`) or
 Exceptions are caught only at the top (`run_job`), recorded as `failed` with advice, and the process exits non-zero.
 """
 
+import _thread
 import errno
 import functools
 import inspect
@@ -12,7 +13,9 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -20,7 +23,10 @@ import torch
 from transformers import AttentionInterface, TrainerCallback
 
 from trainer.config import JobConfig
-from trainer.jobs import now, read_progress, read_status, update_status, write_json
+from trainer.store import (
+    State, adapter_dir, config_file, partial_adapter, append_progress, cancel_flag, checkpoints_dir, now, read_config, read_metrics, read_progress,
+    read_status, update_status, write_metrics, write_progress,
+)
 
 log = logging.getLogger("trainer")
 OUT_OF_MEMORY_RE = re.compile(r"out of memory|can't allocate memory", re.I)  # CUDA's words, and the CPU allocator's
@@ -56,17 +62,17 @@ def complete(checkpoint: Path) -> bool:
 
 def last_checkpoint(path: Path) -> Path | None:
     """The newest complete checkpoint."""
-    done = [c for c in (path / "checkpoints").glob("checkpoint-*") if complete(c)]
+    done = [c for c in checkpoints_dir(path).glob("checkpoint-*") if complete(c)]
     return max(done, key=lambda c: int(c.name.split("-")[1]), default=None)
 
 
 def remove_incomplete(path: Path) -> None:
     """Delete checkpoints (and an adapter) whose writing a kill or a full disk cut short: they are never used, and
     they hold the disk space that recording the failure needs."""
-    for checkpoint in (path / "checkpoints").glob("checkpoint-*"):
+    for checkpoint in checkpoints_dir(path).glob("checkpoint-*"):
         if not complete(checkpoint):
             shutil.rmtree(checkpoint, ignore_errors=True)
-    shutil.rmtree(path / "adapter.partial", ignore_errors=True)
+    shutil.rmtree(partial_adapter(path), ignore_errors=True)
 
 
 class JobCallback(TrainerCallback):
@@ -102,14 +108,29 @@ class JobCallback(TrainerCallback):
             "tokens_per_second": round((state.num_input_tokens_seen - self.tokens_at_start) / max(elapsed, 1e-9), 1),
             "memory_mb": round(memory_mb(), 1), "elapsed_s": round(elapsed, 1),
             "eta_s": round(elapsed / done * (state.max_steps - state.global_step), 1), "time": now(),
+            **reward_columns(logs),
         }
-        with open(self.path / "progress.jsonl", "a") as handle:
-            handle.write(json.dumps(row) + "\n")
+        append_progress(self.path, row)
+
+
+# GRPO's metrics (TRL's log keys) under the names progress rows give them; SFT logs none of them.
+REWARD_METRICS = {"reward": "reward", "reward_std": "reward_std", "zero_std_share": "frac_reward_zero_std",
+                  "completion_length": "completions/mean_length", "clipped_share": "completions/clipped_ratio",
+                  "kl": "kl"}
+
+
+def reward_columns(logs: dict) -> dict:
+    """The reward, its parts (`reward_answer` from TRL's rewards/answer_reward/mean, ...), the share of groups whose
+    replies all scored alike (no learning signal), reply length and KL, where logged."""
+    row = {name: logs[key] for name, key in REWARD_METRICS.items() if key in logs}
+    row.update({f"reward_{key.split('/')[1].removesuffix('_reward')}": value for key, value in logs.items()
+                if key.startswith("rewards/") and key.endswith("/mean")})
+    return row
 
 
 def cancel_requested(path: Path, device) -> bool:
     """CANCEL exists; data-parallel processes agree on it, so that they all stop at the same step."""
-    cancel = (path / "CANCEL").exists()
+    cancel = cancel_flag(path).exists()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         flag = torch.tensor([float(cancel)], device=device)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
@@ -196,12 +217,10 @@ def load_base(config: JobConfig, model_path: str):
                                                 device_map=device_map, attn_implementation=attention_for(config))
 
 
-def build_trainer(config: JobConfig, path: Path):
-    from peft import LoraConfig
+def load_tokenizer(config: JobConfig):
+    """(model path, tokenizer) of the job's base, refusing a base the job cannot train (trainer/models.py)."""
     from transformers import AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
 
-    from trainer.data import build_datasets
     from trainer.models import check_model_fit, resolve_model
 
     model_path = resolve_model(config.base_model)
@@ -209,64 +228,92 @@ def build_trainer(config: JobConfig, path: Path):
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    train_ds, eval_ds = build_datasets(config, tokenizer)
-    args = SFTConfig(
-        output_dir=str(path / "checkpoints"), per_device_train_batch_size=config.per_device_batch_size,
-        per_device_eval_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps, learning_rate=config.learning_rate,
+    return model_path, tokenizer
+
+
+def lora_config(config: JobConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=config.target_modules, task_type="CAUSAL_LM")
+
+
+def trainer_args(config: JobConfig, path: Path, batch_size: int) -> dict:
+    """The Trainer arguments every method shares (SFTConfig and GRPOConfig take them alike)."""
+    return dict(
+        output_dir=str(checkpoints_dir(path)), per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.scaled_learning_rate(int(os.environ.get("WORLD_SIZE", "1"))),
         lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
         num_train_epochs=config.num_epochs, max_steps=config.max_steps, optim=config.optimizer, seed=config.seed,
+        bf16=use_bf16(config), activation_checkpointing=config.gradient_checkpointing, logging_steps=1,
+        save_steps=config.save_steps, save_total_limit=2, report_to=[], dataloader_num_workers=0, disable_tqdm=False,
+        use_cpu=not torch.cuda.is_available(), ddp_find_unused_parameters=False,
+    )
+
+
+def build_trainer(config: JobConfig, path: Path):
+    """The job's trainer and tokenizer: SFT here, GRPO in trainer/grpo.py."""
+    if config.method == "grpo":
+        from trainer.grpo import build_grpo_trainer
+
+        return build_grpo_trainer(config, path)
+    from trl import SFTConfig, SFTTrainer
+
+    from trainer.data import build_datasets
+
+    model_path, tokenizer = load_tokenizer(config)
+    train_ds, eval_ds = build_datasets(config, tokenizer)
+    args = SFTConfig(
+        **trainer_args(config, path, config.per_device_batch_size),
+        per_device_eval_batch_size=config.per_device_batch_size,
         # build_datasets truncates already; TRL refuses max_length for padding-free batches without packing
         max_length=config.max_seq_length if config.packing or not config.padding_free else None,
-        packing=config.packing, padding_free=config.padding_free, bf16=use_bf16(config),
-        activation_checkpointing=config.gradient_checkpointing, logging_steps=1, save_steps=config.save_steps,
-        save_total_limit=2, eval_strategy="steps" if eval_ds is not None else "no",
-        eval_steps=max(config.save_steps, 1), include_num_input_tokens_seen="non_padding", report_to=[],
-        dataloader_num_workers=0, disable_tqdm=False, use_cpu=not torch.cuda.is_available(),
-        ddp_find_unused_parameters=False,
+        packing=config.packing, padding_free=config.padding_free,
+        eval_strategy="steps" if eval_ds is not None else "no", eval_steps=max(config.save_steps, 1),
+        include_num_input_tokens_seen="non_padding",
     )
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=config.target_modules, task_type="CAUSAL_LM")
     model = load_base(config, model_path)
-    return SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                      processing_class=tokenizer, peft_config=lora, callbacks=[JobCallback(path)]), tokenizer
+    return SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
+                      peft_config=lora_config(config), callbacks=[JobCallback(path)]), tokenizer
 
 
 def train_job(path: Path) -> str:
     """Train the job in `path` to the end or to a cancel. Returns the final state."""
-    config = JobConfig.load(path / "config.yaml").validate()
+    config = read_config(path).validate()
     main = is_main_process()
     status = read_status(path)
     checkpoint = last_checkpoint(path) if status.get("resume") else None
     if main:
-        update_status(path, state="running", device=device_name(), started=now(), reason="",
+        update_status(path, state=State.RUNNING, device=device_name(), started=now(), reason="",
                       pid=psutil.Process().pid, pid_started=psutil.Process().create_time())
-        keep_rows = [r for r in read_progress(path) if checkpoint and r["step"] <= int(checkpoint.name.split("-")[1])]
-        (path / "progress.jsonl").write_text("".join(json.dumps(r) + "\n" for r in keep_rows))
+        write_progress(path, [r for r in read_progress(path)
+                              if checkpoint and r["step"] <= int(checkpoint.name.split("-")[1])])
         if checkpoint is None:
-            shutil.rmtree(path / "checkpoints", ignore_errors=True)
+            shutil.rmtree(checkpoints_dir(path), ignore_errors=True)
         else:
             remove_incomplete(path)  # a save cut short by a kill: resume goes on from the last complete one
     log.info("training %s on %s with %s attention in %s%s", path.name, device_name(), attention_for(config),
              "bf16" if use_bf16(config) else "fp32", f", resuming from {checkpoint.name}" if checkpoint else "")
     started = time.time()
-    trainer, tokenizer = build_trainer(config, path)
+    with cancellable(path):  # loading the model and preparing the data can take long: a cancel stops them too
+        trainer, tokenizer = build_trainer(config, path)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    cancelled = (path / "CANCEL").exists()
+    cancelled = cancel_flag(path).exists()
     if not main:
-        return "cancelled" if cancelled else "completed"  # rank 0 writes the adapter, metrics and status
+        return State.CANCELLED if cancelled else State.COMPLETED  # rank 0 writes the adapter, metrics and status
     save_adapter(trainer, tokenizer, config, path)
     losses = [r["loss"] for r in read_progress(path) if r.get("loss") is not None]
-    previous = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").exists() else {}
-    write_json(path / "metrics.json", {
+    previous = read_metrics(path)
+    write_metrics(path, {
         "train_runtime_s": round(previous.get("train_runtime_s", 0) + time.time() - started, 1),
         "final_loss": losses[-1] if losses else None, "first_loss": losses[0] if losses else None,
         "train_tokens": trainer.state.num_input_tokens_seen, "steps": trainer.state.global_step,
         "hardware": device_name(), "base_model": config.base_model, "dataset": config.dataset,
         "train_examples": len(trainer.train_dataset), "train_loss_mean": result.training_loss,
     })
-    state = "cancelled" if cancelled else "completed"
-    (path / "CANCEL").unlink(missing_ok=True)
+    state = State.CANCELLED if cancelled else State.COMPLETED
+    cancel_flag(path).unlink(missing_ok=True)
     update_status(path, state=state, finished=now(), step=trainer.state.global_step, resume=False,
                   reason="Cancelled; the adapter so far is saved. Resume continues from here." if cancelled else "")
     return state
@@ -274,13 +321,13 @@ def train_job(path: Path) -> str:
 
 def save_adapter(trainer, tokenizer, config: JobConfig, path: Path) -> None:
     """Write the adapter atomically: a folder that exists is a complete, loadable adapter."""
-    tmp = path / "adapter.partial"
+    tmp = partial_adapter(path)
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    config.save(tmp / "config.yaml")
-    shutil.rmtree(path / "adapter", ignore_errors=True)
-    tmp.rename(path / "adapter")
+    config.save(config_file(tmp))
+    shutil.rmtree(adapter_dir(path), ignore_errors=True)
+    tmp.rename(adapter_dir(path))
 
 
 def explain_failure(exc: BaseException, free_bytes: int | None = None) -> str:
@@ -299,16 +346,50 @@ def explain_failure(exc: BaseException, free_bytes: int | None = None) -> str:
     return text
 
 
+class CancelledWhilePreparing(Exception):
+    """The cancel flag appeared before the first step, while the model or the data was being prepared."""
+
+
+@contextmanager
+def cancellable(path: Path):
+    """While the body runs, a thread looks for the cancel flag every second and, once it is there, interrupts the main
+    thread (a KeyboardInterrupt at its next line of Python), raised here as CancelledWhilePreparing."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(1.0):
+            if cancel_flag(path).exists():
+                _thread.interrupt_main()
+                return
+
+    threading.Thread(target=watch, daemon=True, name="cancel-watch").start()
+    try:
+        yield
+    except KeyboardInterrupt:
+        if not cancel_flag(path).exists():
+            raise
+        raise CancelledWhilePreparing() from None
+    finally:
+        done.set()
+
+
 def run_job(path: Path) -> int:
     """The worker's top level: the one place exceptions are caught. Returns the process exit code."""
     try:
         state = train_job(path)
         log.info("job %s %s", path.name, state)
         return 0
+    except CancelledWhilePreparing:
+        log.info("job %s cancelled before its first step", path.name)
+        if is_main_process():
+            cancel_flag(path).unlink(missing_ok=True)
+            update_status(path, state=State.CANCELLED, finished=now(), reason="Cancelled while the model and data "
+                          "were being prepared, before the first step. Resume starts it again.")
+        return 0
     except BaseException as exc:  # noqa: BLE001 - recorded as failed with the reason, then re-raised as exit code
         log.exception("job %s failed", path.name)
         reason = explain_failure(exc, shutil.disk_usage(path).free)
         if is_main_process():
             remove_incomplete(path)
-        update_status(path, state="failed", finished=now(), reason=reason)
+        update_status(path, state=State.FAILED, finished=now(), reason=reason)
         return 130 if isinstance(exc, KeyboardInterrupt) else 1

@@ -5,7 +5,6 @@ decoding, a fixed max_new_tokens, batched with left padding, answers extracted b
 and checked by `trainer.answers.is_equivalent`. All of it is recorded in the report beside every problem.
 """
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -16,9 +15,10 @@ from pathlib import Path
 import torch
 
 from trainer.config import TUTOR_PROMPT
-from trainer.models import EMBEDDED
-from trainer.paths import data_root
 from trainer.answers import extract_answer, is_equivalent
+from trainer.data import DataError, Part, describe, normalize_rows, read_rows
+from trainer.models import EMBEDDED, Kind, ModelChoice
+from trainer.store import job_of_adapter, report_file, write_json
 from tutor.chat import encode
 from tutor.models import Loaded, adapter_base, adapter_base_name, base_path, cache_key, find_adapter, load_model
 
@@ -43,7 +43,7 @@ class EvalConfig:
     benchmark: str = field(default="gsm8k", metadata={"choices": list(BENCHMARKS)})
     data_file: str = ""  # a JSONL file instead of ../shared/data or the Hub
     limit: int = 0  # the first N problems; 0 for all
-    batch_size: int = 16
+    batch_size: int = 0  # 0: as many problems at once as the GPU's free memory holds; CPU_BATCH on a CPU
     max_new_tokens: int = 512
     one_at_a_time: bool = False  # the seed notebooks' loop: one prompt per generate() call
     out: str = ""  # report path; default under the job's eval/ (or the data root's eval/)
@@ -60,8 +60,9 @@ def evaluate(config: EvalConfig, progress: Progress | None = None) -> dict:
     """Run the benchmark and return the report (see `write_report`)."""
     if config.benchmark not in BENCHMARKS:
         raise EvalError(f"Unknown benchmark {config.benchmark!r}; use one of {list(BENCHMARKS)}.")
-    if config.batch_size < 1 or config.max_new_tokens < 1 or config.limit < 0:
-        raise EvalError("batch_size and max_new_tokens must be 1 or more, and limit 0 (all) or more.")
+    if config.batch_size < 0 or config.max_new_tokens < 1 or config.limit < 0:
+        raise EvalError("max_new_tokens must be 1 or more, and batch_size (0: as many as fit) and limit (0: all) "
+                        "0 or more.")
     problems, source = load_problems(config.benchmark, config.data_file, config.limit)
     choices = {"base": base_choice(config)}
     if config.adapter:
@@ -72,11 +73,11 @@ def evaluate(config: EvalConfig, progress: Progress | None = None) -> dict:
         loaded = load_model(choice)
         load_s = time.perf_counter() - started
         runs[role] = run_benchmark(loaded, problems, config, progress)
-        runs[role].update(choice=choice, load_s=round(load_s, 2))
+        runs[role].update(choice=str(choice), load_s=round(load_s, 2))
     report = {
         "benchmark": config.benchmark,
         "data": {"source": source, "problems": len(problems)},
-        "protocol": protocol(config, runs["base"]["device"]),
+        "protocol": protocol(config, runs["base"]["device"], runs["base"]["batch_size"]),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "summary": {role: {k: v for k, v in run.items() if k != "problems"} for role, run in runs.items()},
         "runs": runs,
@@ -88,8 +89,9 @@ def evaluate(config: EvalConfig, progress: Progress | None = None) -> dict:
 
 def run_benchmark(loaded: Loaded, problems: list[Problem], config: EvalConfig, progress: Progress | None) -> dict:
     """Generate for every problem in batches (longest prompts first), extract and check each answer."""
-    batch_size = 1 if config.one_at_a_time else config.batch_size
     prompts = [encode(loaded.tokenizer, prompt_messages(p)) for p in problems]
+    batch_size = 1 if config.one_at_a_time else config.batch_size or auto_batch_size(
+        loaded, len(prompts), max(map(len, prompts)) + config.max_new_tokens)
     order = sorted(range(len(problems)), key=lambda i: -len(prompts[i]))
     outputs: list[str] = [""] * len(problems)
     tokens = 0
@@ -125,20 +127,72 @@ def run_benchmark(loaded: Loaded, problems: list[Problem], config: EvalConfig, p
     }
 
 
+CPU_BATCH = 16  # on a CPU a larger batch adds little speed and the progress would move more rarely
+GPU_MEMORY_SHARE = 0.6  # of the free GPU memory, for the batch's KV cache and its copies while attention runs
+
+
+def auto_batch_size(loaded: Loaded, problems: int, tokens_per_reply: int) -> int:
+    """As many problems at once as fit in the GPU's free memory (all of GSM8K's test for a small model on an H200);
+    CPU_BATCH on a CPU. A reply's memory: its tokens x the KV cache per token, three times over (the cache, its copy
+    as it grows, and the heads shared by grouped-query attention widened for SDPA)."""
+    model = loaded.model
+    if model.device.type != "cuda":
+        return min(problems, CPU_BATCH)
+    config = model.config.get_text_config()
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_bytes = 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * 2  # keys and values, 16-bit
+    free, _ = torch.cuda.mem_get_info(model.device)
+    return max(1, min(problems, int(free * GPU_MEMORY_SHARE // (3 * kv_bytes * tokens_per_reply))))
+
+
 def generate_batch(loaded: Loaded, prompts: list[list[int]], max_new_tokens: int) -> tuple[list[str], int]:
-    """Greedy continuations of token-id prompts, left-padded into one batch; also the count of generated tokens."""
+    """Greedy continuations of token-id prompts, left-padded into one batch; also the count of generated tokens.
+
+    A greedy loop over the model's forward pass, as generate() runs it, except that replies which have ended leave
+    the batch (their rows of the KV cache are dropped once an eighth of the rows have ended): the steps after the
+    short replies end cost only what the long ones need."""
     pad = loaded.tokenizer.pad_token_id
     width = max(len(ids) for ids in prompts)
-    input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts])
-    attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts])
+    replies: list[list[int]] = [[] for _ in prompts]
     with loaded.activated() as model:
-        output = model.generate(
-            input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device),
-            max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, repetition_penalty=1.0, pad_token_id=pad,
-        )
-    new = output[:, width:].cpu()
-    texts = loaded.tokenizer.batch_decode(new, skip_special_tokens=True)
-    return texts, int((new != pad).sum())
+        ends = set(end_token_ids(model, loaded.tokenizer))
+        device = model.device
+        tokens = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts], device=device)
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        rows = list(range(len(prompts)))  # which prompt each row of the batch is
+        ended = [False] * len(rows)
+        cache = None
+        for _ in range(max_new_tokens):
+            out = model(input_ids=tokens, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                        use_cache=True, logits_to_keep=1)
+            cache, tokens = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+            for i, token in enumerate(tokens[:, 0].tolist()):
+                if not ended[i]:
+                    ended[i] = token in ends
+                    if not ended[i]:
+                        replies[rows[i]].append(token)
+            if all(ended):
+                break
+            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+            positions = positions[:, -1:] + 1
+            if 8 * sum(ended) >= len(rows):  # drop the ended rows
+                keep = [i for i, done in enumerate(ended) if not done]
+                index = torch.tensor(keep, device=device)
+                for layer in cache.layers:
+                    layer.batch_select_indices(index)
+                tokens, mask, positions = tokens[index], mask[index], positions[index]
+                rows, ended = [rows[i] for i in keep], [False] * len(keep)
+    texts = loaded.tokenizer.batch_decode(replies, skip_special_tokens=True)
+    return texts, sum(map(len, replies))
+
+
+def end_token_ids(model, tokenizer) -> list[int]:
+    """The tokens that end a reply, as generate() takes them: the generation config's, else the tokenizer's."""
+    ends = model.generation_config.eos_token_id
+    if ends is None:
+        ends = tokenizer.eos_token_id
+    return list(ends) if isinstance(ends, (list, tuple)) else [ends]
 
 
 def prompt_messages(problem: Problem) -> list[dict]:
@@ -161,7 +215,7 @@ def disagreements(base: list[dict], adapter: list[dict]) -> list[dict]:
     ]
 
 
-def protocol(config: EvalConfig, device: str) -> dict:
+def protocol(config: EvalConfig, device: str, batch_size: int) -> dict:
     return {
         "shots": 0,
         "system_prompt": TUTOR_PROMPT,
@@ -169,8 +223,8 @@ def protocol(config: EvalConfig, device: str) -> dict:
         "chat_template": "the model's own (tokenizer.apply_chat_template, add_generation_prompt=True)",
         "decoding": "greedy (do_sample=False, num_beams=1, repetition_penalty=1.0)",
         "max_new_tokens": config.max_new_tokens,
-        "batch_size": 1 if config.one_at_a_time else config.batch_size,
-        "padding": "left, with attention mask",
+        "batch_size": batch_size,
+        "padding": "left, with attention mask; a reply leaves the batch once it has ended",
         "extractor": "trainer.answers.extract_answer",
         "equivalence": "trainer.answers.is_equivalent",
         "device": device,
@@ -196,8 +250,10 @@ def device_name(loaded: Loaded) -> str:
 # ---- choosing models ----
 
 
-def adapter_choice(adapter: str) -> str:
-    return adapter if adapter.startswith("adapter:") else f"adapter:{adapter}"
+def adapter_choice(adapter: str) -> ModelChoice:
+    """A job id, an adapter folder or an adapter: choice, as an adapter choice."""
+    choice = ModelChoice.parse(adapter)
+    return choice if choice.kind is Kind.ADAPTER else ModelChoice(Kind.ADAPTER, adapter.strip())
 
 
 def base_choice(config: EvalConfig) -> str:
@@ -219,73 +275,34 @@ def base_choice(config: EvalConfig) -> str:
 
 
 def load_problems(benchmark: str, data_file: str = "", limit: int = 0) -> tuple[list[Problem], str]:
-    """The benchmark's test problems (the first `limit` when given) and where they came from."""
+    """The benchmark's test problems (the first `limit` when given) and where they came from, read and normalized
+    by trainer/data.py as training data is (any schema it knows)."""
     hub_id, hub_config, split, shared_file = BENCHMARKS[benchmark]
     path = Path(data_file).expanduser() if data_file else SHARED_DATA / shared_file
-    if data_file or path.exists():
-        rows, source = read_jsonl(path), str(path)
-    else:
-        rows, source = read_hub(hub_id, hub_config, split), f"hub:{hub_id}:{hub_config or 'default'}:{split}"
-    problems = [to_problem(benchmark, index, row) for index, row in enumerate(rows)]
+    part = Part("file", str(path)) if data_file or path.exists() else Part("hub", hub_id, hub_config)
+    try:
+        examples = normalize_rows(read_rows(part, split, limit or None, seed=0), part)
+    except DataError as exc:
+        raise EvalError(f"{exc} (Offline, give --data-file or put the file under {SHARED_DATA}.)") from None
+    problems = [Problem(str(i), e["problem"], e["answer"]) for i, e in enumerate(examples) if "problem" in e]
     if not problems:
-        raise EvalError(f"No problems in {source}.")
-    return (problems[:limit] if limit else problems), source
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise EvalError(f"No data file {path}: give a JSONL file of the benchmark's test problems.")
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise EvalError(f"{path} line {number} is not JSON ({exc}).") from None
-    return rows
-
-
-def read_hub(hub_id: str, config: str | None, split: str) -> list[dict]:
-    import datasets
-
-    try:
-        return list(datasets.load_dataset(hub_id, config, split=split))
-    except OSError as exc:  # ConnectionError when offline
-        raise EvalError(
-            f"Cannot load {hub_id} from the Hugging Face Hub ({exc}): go online, or give --data-file "
-            f"(or put the file under {SHARED_DATA})."
-        ) from None
-
-
-def to_problem(benchmark: str, index: int, row: dict) -> Problem:
-    """GSM8K rows are question/answer ending in `#### n`; MATH-500 rows are problem/answer/unique_id."""
-    try:
-        if benchmark == "gsm8k":
-            if "####" not in row["answer"]:
-                raise KeyError("#### in answer")
-            return Problem(str(index), row["question"], row["answer"].rsplit("####", 1)[1].strip())
-        return Problem(str(row.get("unique_id", index)), row["problem"], str(row["answer"]))
-    except (KeyError, TypeError) as exc:
-        raise EvalError(f"Problem {index} of the {benchmark} data lacks {exc}; is it the right benchmark?") from None
+        raise EvalError(f"No problems with answers in {describe(part)}; is it the right benchmark?")
+    return problems, describe(part)
 
 
 # ---- the report ----
 
 
 def default_report_path(config: EvalConfig) -> Path:
-    """The job's eval/ folder when the adapter is a job's, else the data root's eval/."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    if config.adapter:
-        adapter = find_adapter(adapter_choice(config.adapter))
-        if adapter.name == "adapter" and (adapter.parent / "status.json").exists():
-            return adapter.parent / "eval" / f"{config.benchmark}-{stamp}.json"
-    return data_root() / "eval" / f"{config.benchmark}-{stamp}.json"
+    """Beside the job when the adapter is a job's, else under the data root (trainer/store.py)."""
+    job = job_of_adapter(find_adapter(adapter_choice(config.adapter))) if config.adapter else None
+    return report_file(job, config.benchmark)
 
 
 def write_report(report: dict, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    write_json(path, report)
     return path
 
 

@@ -1,11 +1,7 @@
 """What a student can talk to, and loading it: the embedded default, a job's adapter, a merged model, any model.
 
-A choice is a string:
-  `embedded:smollm2-135m-instruct`   the embedded default
-  `adapter:<job_id>`                 a finished job's `adapter/` (or `adapter:<folder>` holding adapter_config.json)
-  `merged:<name>`                    `<data_root>/models/merged/<name>`
-  `remote:<model id>`                a model of the OpenAI-compatible tutor server (tutor/remote.py), not loaded here
-  anything else                      a Hub id or a local folder (an adapter folder is recognised as one)
+A choice is a `trainer.models.ModelChoice` (or its string): see there for the kinds. A remote choice is served by
+tutor/remote.py and not loaded here; a plain folder holding adapter_config.json is loaded as an adapter.
 
 Loaded bases are cached (at most MAX_BASES, least recently used evicted). Every adapter of a base lives on one
 PeftModel under its own adapter name, so switching adapters never reloads the base. A base and its adapters share
@@ -23,11 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 from safetensors import SafetensorError
 
-from trainer.models import EMBEDDED, ModelError, resolve_model
-from trainer.paths import inside, jobs_dir, models_dir
+from trainer.models import EMBEDDED, Kind, ModelChoice, ModelError, resolve_model
+from trainer.store import (
+    Damaged, adapter_dir, has_adapter, inside, is_job, job_folders, jobs_dir, merged_dir, merged_folders, read_config,
+    read_merge_record, status_or_damage,
+)
 from tutor.remote import remote_choices
 
 MAX_BASES = 2
@@ -107,15 +105,15 @@ class Loaded:
 
 _lock = threading.Lock()  # guards the caches below and serialises loading
 _bases: "OrderedDict[str, Base]" = OrderedDict()
-_by_choice: dict[str, Loaded] = {}
+_by_choice: dict[ModelChoice, Loaded] = {}
 
 
-def load_model(choice: str) -> Loaded:
+def load_model(choice: "str | ModelChoice") -> Loaded:
     """Load (or fetch from the cache) what `choice` names. Raises ModelLoadError with advice when it cannot.
 
     Bases load one at a time under the cache lock; attaching an adapter waits only for replies on its own base.
     """
-    choice = (choice or "").strip() or EMBEDDED
+    choice = ModelChoice.parse(choice)
     with _lock:
         loaded = _by_choice.get(choice)
         if loaded is not None and _bases.get(loaded.base.key) is loaded.base:
@@ -144,44 +142,53 @@ def clear_cache() -> None:
             base.batcher.join()  # its loop stops its batching manager and ends once idle
 
 
-def find_adapter(choice: str) -> Path | None:
+def job_of(choice: ModelChoice) -> Path | None:
+    """The job folder an adapter choice names by its id, or None (a folder, or not an adapter choice)."""
+    job = jobs_dir() / choice.ref
+    if choice.kind is Kind.ADAPTER and choice.ref and "/" not in choice.ref and inside(jobs_dir(), job) and is_job(job):
+        return job
+    return None
+
+
+def find_adapter(choice: "str | ModelChoice") -> Path | None:
     """The adapter folder a choice names, or None when it names a full model."""
-    if choice.startswith("adapter:"):
-        ref = choice.removeprefix("adapter:").strip()
-        job = jobs_dir() / ref
-        if ref and "/" not in ref and job.is_dir() and inside(jobs_dir(), job):
-            if not (job / "adapter" / "adapter_config.json").exists():
-                raise ModelLoadError(f"Job {ref} has no adapter yet (state: {job_state(job)}); pick a finished job.")
-            return (job / "adapter").resolve()
-        folder = adapter_folder(Path(ref).expanduser())
+    choice = ModelChoice.parse(choice)
+    if choice.kind is Kind.ADAPTER:
+        job = job_of(choice)
+        if job is not None:
+            if not has_adapter(job):
+                raise ModelLoadError(f"Job {choice.ref} has no adapter yet (state: "
+                                     f"{status_or_damage(job)['state']}); pick a finished job.")
+            return adapter_dir(job).resolve()
+        folder = adapter_folder(Path(choice.ref).expanduser())
         if folder is None:
             raise ModelLoadError(
-                f"No adapter {ref!r}: give a finished job's id or a folder holding adapter_config.json."
+                f"No adapter {choice.ref!r}: give a finished job's id or a folder holding adapter_config.json."
             )
         return folder
-    if choice.startswith(("merged:", "embedded:")):
-        return None
-    return adapter_folder(Path(choice).expanduser())
+    if choice.kind is Kind.MODEL:
+        return adapter_folder(Path(choice.ref).expanduser())
+    return None
 
 
 def adapter_folder(path: Path) -> Path | None:
-    """`path` itself when it is an adapter folder, `path/adapter` when it is a job folder, else None."""
-    for folder in (path, path / "adapter"):
+    """`path` itself when it is an adapter folder, its adapter when it is a job folder, else None."""
+    for folder in (path, adapter_dir(path)):
         if (folder / "adapter_config.json").is_file():
             return folder.resolve()
     return None
 
 
-def base_path(choice: str) -> str:
+def base_path(choice: "str | ModelChoice") -> str:
     """Where a full model (embedded, merged, Hub id or folder) loads from."""
-    if choice.startswith("merged:"):
-        name = choice.removeprefix("merged:").strip()
-        folder = models_dir() / "merged" / name
-        if not name or not inside(models_dir() / "merged", folder) or not (folder / "config.json").exists():
-            raise ModelLoadError(f"No merged model {name!r} under {models_dir() / 'merged'}.")
+    choice = ModelChoice.parse(choice)
+    if choice.kind is Kind.MERGED:
+        folder = merged_dir() / choice.ref
+        if not choice.ref or not inside(merged_dir(), folder) or not (folder / "config.json").exists():
+            raise ModelLoadError(f"No merged model {choice.ref!r} under {merged_dir()}.")
         return str(folder.resolve())
     try:
-        return resolve_model(choice)
+        return resolve_model(str(choice))
     except ModelError as exc:
         raise ModelLoadError(str(exc)) from None
 
@@ -315,58 +322,38 @@ def adapter_tokenizer(adapter: Path, base: Base):
 
 
 def list_choices() -> list[tuple[str, str]]:
-    """(label, value) pairs for the model picker: the embedded default, finished jobs' adapters, merged models, and
-    the tutor server's models when MATH_STUDIO_OPENAI_URL is set (see tutor/remote.py)."""
+    """(label, value) pairs for the model picker: the embedded default, completed jobs' adapters, merged models, and
+    the tutor server's models when MATH_STUDIO_OPENAI_URL is set (see tutor/remote.py). A cancelled or failed job's
+    adapter is partial: it is not offered (it can still be named as adapter:<job id>)."""
     choices = [(EMBEDDED_LABEL, EMBEDDED)]
-    jobs = [job for job in jobs_dir().iterdir() if (job / "adapter" / "adapter_config.json").is_file()]
-    for job in sorted(jobs, key=lambda job: job_status(job).get("finished") or "", reverse=True):
-        choices.append((adapter_label(job), f"adapter:{job.name}"))
-    merged = models_dir() / "merged"
-    if merged.is_dir():
-        for folder in sorted(merged.iterdir()):
-            if (folder / "config.json").is_file():
-                choices.append((merged_label(folder), f"merged:{folder.name}"))
+    statuses = {job: status_or_damage(job) for job in job_folders() if has_adapter(job)}
+    done = [job for job, status in statuses.items() if status["state"] == "completed"]
+    for job in sorted(done, key=lambda job: str(statuses[job].get("finished") or ""), reverse=True):
+        choices.append((adapter_label(job), str(ModelChoice(Kind.ADAPTER, job.name))))
+    for folder in merged_folders():
+        choices.append((merged_label(folder), str(ModelChoice(Kind.MERGED, folder.name))))
     return choices + remote_choices()
 
 
-def job_status(job: Path) -> dict:
-    try:
-        status = json.loads((job / "status.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return status if isinstance(status, dict) else {}
-
-
-def job_state(job: Path) -> str:
-    return job_status(job).get("state", "unknown")
-
-
 def adapter_label(job: Path) -> str:
-    status = job_status(job)
-    date = (status.get("finished") or status.get("created") or "")[:16].replace("T", " ")
-    parts = [status.get("name") or job.name, short_model_name(adapter_base_name(job / "adapter")), date]
-    return " · ".join(part for part in parts if part)
+    status = status_or_damage(job)
+    date = str(status.get("finished") or status.get("created") or "")[:16].replace("T", " ")
+    parts = [status.get("name") or job.name, short_model_name(adapter_base_name(adapter_dir(job))), date]
+    return " · ".join(str(part) for part in parts if part)
 
 
 def merged_label(folder: Path) -> str:
-    try:
-        info = json.loads((folder / "merge.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        info = {}
-    base = short_model_name(info.get("base", "")) if isinstance(info, dict) else ""
+    base = short_model_name(str(read_merge_record(folder).get("base_model") or ""))
     return f"{folder.name} (merged{' from ' + base if base else ''})"
 
 
 def adapter_base_name(adapter: Path) -> str:
     """The base model as the job's config names it (e.g. embedded:...), else as adapter_config.json does."""
-    for path in (adapter / "config.yaml", adapter.parent / "config.yaml"):
-        if path.is_file():
-            try:
-                config = yaml.safe_load(path.read_text())
-            except yaml.YAMLError:
-                continue  # a damaged config only costs the label its base name; loading reads adapter_config.json
-            if isinstance(config, dict) and config.get("base_model"):
-                return str(config["base_model"])
+    for folder in (adapter, adapter.parent):
+        try:
+            return read_config(folder).base_model
+        except Damaged:
+            continue  # absent or damaged: it only costs the label its base name; loading reads adapter_config.json
     try:
         return json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path", "")
     except (OSError, json.JSONDecodeError, AttributeError):
@@ -385,12 +372,9 @@ def short_model_name(name: str) -> str:
     return Path(name).name if name.startswith(("/", "~", ".")) else name
 
 
-def display_name(choice: str) -> str:
-    if choice == EMBEDDED:
+def display_name(choice: "str | ModelChoice") -> str:
+    choice = ModelChoice.parse(choice)
+    if str(choice) == EMBEDDED:
         return EMBEDDED_LABEL
-    if choice.startswith("adapter:"):
-        ref = choice.removeprefix("adapter:")
-        job = jobs_dir() / ref
-        if "/" not in ref and job.is_dir():
-            return adapter_label(job)
-    return choice
+    job = job_of(choice)
+    return adapter_label(job) if job is not None else str(choice)

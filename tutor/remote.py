@@ -15,9 +15,8 @@ from collections.abc import Iterable, Iterator
 
 import httpx
 
-from trainer.models import ModelError
+from trainer.models import Kind, ModelChoice, ModelError
 
-PREFIX = "remote:"
 URL_VAR = "MATH_STUDIO_OPENAI_URL"
 KEY_VAR = "MATH_STUDIO_OPENAI_KEY"
 MODELS_CACHE_S = 10.0  # the picker and every student's checked choice read the list; the server is asked this often
@@ -109,7 +108,7 @@ def remote_choices() -> list[tuple[str, str]]:
     if not server_url():
         return []
     try:
-        return [(f"{model} (tutor server)", PREFIX + model) for model in remote_models()]
+        return [(f"{model} (tutor server)", str(ModelChoice(Kind.REMOTE, model))) for model in remote_models()]
     except RemoteError as exc:
         log.warning("The model picker lists no tutor-server models: %s", exc)
         return []
@@ -127,7 +126,7 @@ def stream_remote(model_id: str, messages: list[dict], settings, stop: threading
     url = required_url()
     model_id = model_id.strip()
     if not model_id:
-        raise RemoteError(f"Name one of the tutor server's models: {PREFIX}<model id>.")
+        raise RemoteError(f"Name one of the tutor server's models: {Kind.REMOTE}:<model id>.")
     reply = messages[-1]["content"] if messages[-1]["role"] == "assistant" else ""
     try:
         with httpx.Client(timeout=CHAT_TIMEOUT) as client, client.stream(
