@@ -374,7 +374,8 @@ def job_view(password, job_id):
         path = jobs.job_dir(job_id)
     except jobs.JobError as exc:
         return str(exc), "", loss_frame([]), lr_frame([]), "", *job_buttons(None)
-    status = jobs.refresh(path)
+    # From the listing, which numbers the queue; refreshed alone if it was created since.
+    status = next((s for s in jobs.list_jobs() if s["id"] == path.name), None) or jobs.refresh(path)
     rows = jobs.read_progress(path)
     metrics = store.read_metrics(path) if status["state"] == State.COMPLETED else {}
     facts = job_facts(status, rows, metrics)
@@ -413,7 +414,7 @@ def ask_delete(job_id):
                                   "This cannot be undone.")
 
 
-def refresh_jobs(password, job_id, request: gr.Request):
+def refresh_jobs(password, job_id, request: gr.Request = None):
     """The timer's tick: the jobs table, the picker's choices, and the monitor of the pick. Without a pick, the job
     named in the page's address (?job=, kept there by the picker) is picked: a reload keeps the monitored job."""
     if instructor_refusal(password):  # students see no jobs, logs or names
@@ -564,7 +565,10 @@ def card_preview(password, job_id, repo_id, merged):
     check_instructor(password)
     if not job_id:
         return "Pick a completed job to preview its model card."
-    card = publish.model_card(publish_job_dir(job_id), bool(merged), (repo_id or "").strip() or "REPO_ID")
+    try:
+        card = publish.model_card(publish_job_dir(job_id), bool(merged), (repo_id or "").strip() or "REPO_ID")
+    except publish.PublishError as exc:  # a damaged config.yaml, say which and how
+        raise gr.Error(str(exc)) from None
     return card_markdown(card)
 
 

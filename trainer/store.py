@@ -292,6 +292,8 @@ def read_config(job: Path):
     from trainer.config import ConfigError, JobConfig
 
     try:
+        if not config_file(job).read_text().strip():  # the app always writes every key: empty is cut short
+            raise ConfigError("the file is empty")
         return JobConfig.load(config_file(job))
     except (OSError, UnicodeDecodeError, ConfigError, yaml.YAMLError) as exc:
         raise Damaged(f"config.yaml in {job} is damaged ({type(exc).__name__}: {str(exc)[:300]}).") from None
