@@ -28,7 +28,7 @@ from trainer import basic_math, jobs, publish, store
 from trainer.config import GROUPS, PRESETS, TUTOR_PROMPT, ConfigError, JobConfig
 from trainer.data import check_files
 from trainer.answers import check_student_answer, extract_answer
-from trainer.models import EMBEDDED, Kind, ModelChoice, ModelError, check_model_fit, resolve_model
+from trainer.models import EMBEDDED, OUT_OF_MEMORY_RE, Kind, ModelChoice, ModelError, check_model_fit, resolve_model
 from trainer.store import State, storage_warning
 from tutor.chat import ChatSettings, stream_reply
 from tutor.evaluate import BENCHMARKS, EvalConfig, default_report_path, evaluate, summary_lines, write_report
@@ -63,7 +63,6 @@ MAX_CONVERSATION_TURNS = 400  # messages (200 exchanges): empty turns cost no ch
 PASSWORD_TRIES = 10  # different wrong instructor passwords from one client; then each further one waits, doubling
 PASSWORD_WAIT_MAX_S = 300
 MAX_NEW_TOKENS = 2048
-OUT_OF_MEMORY_RE = re.compile(r"out of memory|can't allocate memory", re.I)  # CUDA's words, and the CPU allocator's
 
 
 class UserError(gr.Error):
@@ -341,6 +340,29 @@ def job_facts(status: dict, rows: list[dict], metrics: dict) -> list[str]:
     return facts
 
 
+def reward_facts(rows: list[dict], samples: list[dict]) -> list[str]:
+    """A GRPO job's latest reward, its parts, the share of groups without signal (all replies scored alike), reply
+    length and KL, then the replies last sampled with their rewards. None for an SFT job."""
+    scored = [r for r in rows if r.get("reward") is not None]
+    if not scored:
+        return []
+    last = scored[-1]
+    figures = [f"{name.removeprefix('reward_')} {value:.2f}" for name, value in last.items()
+               if name.startswith("reward_") and name != "reward_std"]
+    figures += [f"no-signal groups {last['zero_std_share']:.0%}"] if "zero_std_share" in last else []
+    figures += [f"replies {last['completion_length']:.0f} tokens"] if "completion_length" in last else []
+    figures += [f"KL {last['kl']:.3g}"] if "kl" in last else []
+    text = f"\n\n**reward {last['reward']:.3f}** ({', '.join(figures)})"
+    step = max((s.get("step", 0) for s in samples), default=None)
+    shown = [s for s in samples if s.get("step") == step]
+    if shown:
+        text += f"\n\nReplies sampled at step {step} to: {html.escape(' '.join(str(shown[0]['problem']).split()))}"
+    for sample in shown:
+        reply = " ".join(str(sample["reply"]).split())[:400].replace("`", "'")  # in code: <think> shows as written
+        text += f"\n- reward {sample['reward']:.2f}: `{reply}`"
+    return [text]
+
+
 def loss_frame(rows: list[dict]) -> pd.DataFrame:
     """step, loss, curve (train or eval), numeric columns even when empty: Gradio's plots take their axis type from
     the dtypes, and an empty or object column would make a category axis that the plot keeps."""
@@ -378,7 +400,7 @@ def job_view(password, job_id):
     status = next((s for s in jobs.list_jobs() if s["id"] == path.name), None) or jobs.refresh(path)
     rows = jobs.read_progress(path)
     metrics = store.read_metrics(path) if status["state"] == State.COMPLETED else {}
-    facts = job_facts(status, rows, metrics)
+    facts = job_facts(status, rows, metrics) + reward_facts(rows, store.read_samples(path))
     if status.get("reason"):
         facts.append(f"\n\n> {html.escape(status['reason'])}")
     return (" · ".join(facts), progress_html(status, rows[-1] if rows else {}), loss_frame(rows), lr_frame(rows),
@@ -651,9 +673,10 @@ def model_picker(label="Model") -> gr.Dropdown:
 
 
 @gpu
-def chat(message: str, history: list[dict] | None = None, model: str = EMBEDDED, temperature: float = 0.7,
-         top_p: float = 0.9, max_new_tokens: int = 512, system_prompt: str = TUTOR_PROMPT,
-         think_first: bool = False) -> Iterator[str]:
+def chat(message: str, history: list[dict] | None = None, model: str = EMBEDDED,
+         temperature: float = ChatSettings.temperature, top_p: float = ChatSettings.top_p,
+         max_new_tokens: int = ChatSettings.max_new_tokens, system_prompt: str = ChatSettings.system_prompt,
+         think_first: bool = ChatSettings.think_first) -> Iterator[str]:
     """The tutor as an API (`/chat`): streams the reply so far to `message` after `history` (role/content dicts)."""
     messages = [*checked_turns(history), {"role": "user", "content": checked_question(message)}]
     settings = checked_settings(temperature, top_p, max_new_tokens, system_prompt, think_first)
@@ -788,7 +811,7 @@ def verify_by_sampling(turns, sampled, model, temperature, top_p, max_new_tokens
     if last is None:
         return "Ask the tutor a question first.", sampled
     question = turns[last]["content"]
-    settings = checked_settings(temperature or 0.7, top_p, max_new_tokens, system_prompt, False)
+    settings = checked_settings(temperature or ChatSettings.temperature, top_p, max_new_tokens, system_prompt, False)
     on_gpu = torch_cuda_available()
     try:
         answers = sample_answers(checked_model(model), turns[:last + 1], settings, SAMPLES_GPU if on_gpu else SAMPLES_CPU)

