@@ -213,7 +213,8 @@ def model_card(job_dir: Path, merged: bool, repo_id: str = "REPO_ID") -> str:
     status = status_or_damage(job_dir)
     base_id, license_ = base_hub_id(config.base_model), base_license(config.base_model)
     datasets = hub_datasets(config.dataset)
-    tags = ["math", "math-agent-studio", "trl", "sft", "lora"] + (["qlora"] if config.quantization == "4bit" else [])
+    tags = ["math", "math-agent-studio", "trl", config.method, "lora"]
+    tags += ["qlora"] if config.quantization == "4bit" else []
     header = {
         **({"base_model": base_id} if base_id else {}),
         "library_name": "transformers" if merged else "peft",
@@ -229,13 +230,17 @@ def model_card(job_dir: Path, merged: bool, repo_id: str = "REPO_ID") -> str:
     embedded = "" if config.base_model != EMBEDDED else (
         " It was trained on the Q4_1 GGUF build of that model (shipped with Math Agent Studio), dequantized; "
         "its weights differ slightly from the original's.")
+    method = "supervised fine-tuning" if config.method == "sft" else (
+        "reinforcement from verified answers (GRPO: sampled replies rewarded when their final answer checks out"
+        + (f", starting from the adapter of job {config.init_adapter}" if config.init_adapter else "") + ")")
+    held_out = f", {config.eval_fraction:.0%} held out for evaluation loss" if config.method == "sft" else ""
     sections = [
-        f"# {repo_id.split('/')[-1]}\n\n{repo_id} is {kind} for {base_text}, trained by supervised fine-tuning "
+        f"# {repo_id.split('/')[-1]}\n\n{repo_id} is {kind} for {base_text}, trained by {method} "
         f"on math problems with Math Agent Studio{qlora}.{embedded}",
         "## Training data\n\n" + "\n".join([
             f"- Dataset spec: `{config.dataset}` (split `{config.dataset_split}`)",
             f"- Examples used: {metrics.get('train_examples', 'unknown')} for training"
-            f" (max_samples = {config.max_samples or 'all'}), {config.eval_fraction:.0%} held out for evaluation loss",
+            f" (max_samples = {config.max_samples or 'all'}){held_out}",
             f"- Tokens seen: {metrics.get('train_tokens', 'unknown')}",
         ]),
         "## Training\n\n" + "\n".join([

@@ -1,0 +1,134 @@
+"""GRPO jobs: the rewards, their settings and samples without a model; then (slow) the plain config on the embedded
+model through the CLI, and GRPO from a finished SFT job's adapter on the tiny model, cancelled and resumed."""
+
+import json
+
+import pytest
+
+from tests.test_training import cli, wait_until
+from trainer import jobs, publish
+from trainer.config import ConfigError, JobConfig
+from trainer.grpo import Samples, answer_reward, format_reward, reward_functions, starting_adapter
+from trainer.store import adapter_dir, read_progress, read_samples
+from trainer.train import last_checkpoint, reward_columns
+
+GOOD = "<think>\n3 + 4 = 7\n</think>\n\nThe answer is \\boxed{7}."
+
+
+def test_the_answer_reward_checks_the_final_answer_against_the_gold_one():
+    replies = [GOOD, "<think>3 + 4 = 8</think> \\boxed{8}", "So it is 7.", "I cannot tell.", [{"role": "assistant",
+                                                                                                  "content": GOOD}]]
+    assert answer_reward(replies, answer=["7"] * 5) == [1.0, 0.0, 1.0, 0.0, 1.0]
+    assert answer_reward(["\\boxed{\\frac{1}{2}}", "\\boxed{0.5}", "\\boxed{2}"], answer=["0.5", "1/2", "\\sqrt{4}"]) \
+        == [1.0, 1.0, 1.0]  # the last through math-verify, in the checker's worker process
+
+
+def test_the_format_reward_gives_half_for_thinking_first_and_half_for_a_boxed_answer_after_it():
+    replies = [GOOD, "<think>3 + 4 = 7</think> It is 7.", "The answer is \\boxed{7}.", "7",
+               "It is <think>7</think> \\boxed{7}", "<think>\\boxed{7}</think> so 7"]
+    assert format_reward(replies) == [1.0, 0.5, 0.5, 0.0, 0.5, 0.5]
+
+
+def test_rewards_with_weight_zero_are_left_out_and_the_settings_are_checked():
+    assert [(f.__name__, w) for f, w in reward_functions(JobConfig(method="grpo"))] == [
+        ("answer_reward", 1.0), ("format_reward", 0.2)]
+    assert [f.__name__ for f, _ in reward_functions(JobConfig(method="grpo", format_reward_weight=0))] == [
+        "answer_reward"]
+    for changes, named in [({"num_generations": 1}, "num_generations ="),
+                           ({"per_device_batch_size": 6}, "per_device_batch_size = 6"),
+                           ({"answer_reward_weight": 0, "format_reward_weight": 0}, "answer_reward_weight"),
+                           ({"beta": -1}, "beta ="), ({"temperature": 0}, "temperature ="),
+                           ({"method": "ppo"}, "method = 'ppo'")]:
+        with pytest.raises(ConfigError, match=named):
+            JobConfig(**{"method": "grpo", **changes}).validate()
+    JobConfig(method="grpo", per_device_batch_size=2, gradient_accumulation_steps=2, num_generations=4).validate()
+    JobConfig(per_device_batch_size=6).validate()  # sft has no groups
+    with pytest.raises(ConfigError, match="init_adapter"):
+        JobConfig(init_adapter="some-job").validate()
+
+
+def test_progress_rows_carry_the_reward_and_its_parts_under_their_own_names():
+    logs = {"loss": 0.1, "reward": 0.6, "reward_std": 0.2, "frac_reward_zero_std": 0.5, "kl": 0.01,
+            "completions/mean_length": 80.0, "rewards/answer_reward/mean": 0.5, "rewards/format_reward/mean": 0.5,
+            "rewards/answer_reward/std": 0.4}
+    assert reward_columns(logs) == {"reward": 0.6, "reward_std": 0.2, "zero_std_share": 0.5, "completion_length": 80.0,
+                                    "kl": 0.01, "reward_answer": 0.5, "reward_format": 0.5}
+    assert reward_columns({"loss": 0.1}) == {}  # SFT rows are as they were
+
+
+def test_samples_keep_the_first_group_of_a_generation_with_its_rewards(tmp_path):
+    class Args:
+        num_generations = 2
+
+    class State:
+        is_world_process_zero, global_step = True, 3
+
+    samples = Samples(tmp_path, {"answer_reward": 1.0, "format_reward": 0.2})
+    prompts = [[{"role": "user", "content": "3 + 4?"}]] * 2 + [[{"role": "user", "content": "2 + 2?"}]] * 2
+    replies = [GOOD, "8", "4", GOOD]
+    for reward in (answer_reward, format_reward):
+        assert samples.recorded(reward)(prompts=prompts, completions=replies, answer=["7", "7", "4", "4"]) is not None
+    samples.on_log(Args, State, None, logs={"loss": 0.0})
+    samples.on_log(Args, State, None, logs={"loss": 0.0})  # nothing new generated: nothing written again
+    assert read_samples(tmp_path) == [
+        {"step": 3, "problem": "3 + 4?", "answer": "7", "reply": GOOD, "answer_reward": 1.0, "format_reward": 1.0,
+         "reward": 1.2},
+        {"step": 3, "problem": "3 + 4?", "answer": "7", "reply": "8", "answer_reward": 0.0, "format_reward": 0.0,
+         "reward": 0.0},
+    ]
+
+
+@pytest.mark.slow
+def test_the_plain_grpo_config_trains_the_embedded_model_through_the_cli(data_root, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    config = tmp_path / "grpo.yaml"
+    config.write_text("base_model: embedded:smollm2-135m-instruct\ndataset: builtin:basic-math\nmethod: grpo\n"
+                      "max_samples: 8\nmax_steps: 2\n")
+    cli("train", "--config", str(config), "--name", "grpo")
+    (job,) = list((data_root / "jobs").iterdir())
+    assert jobs.read_status(job)["state"] == "completed"
+    rows = read_progress(job)
+    assert [r["step"] for r in rows] == [1, 2]
+    for row in rows:
+        assert 0 <= row["reward"] <= 1.2 and {"reward_answer", "reward_format", "completion_length", "kl"} <= set(row)
+    samples = read_samples(job)
+    assert samples and {s["step"] for s in samples} == {1, 2} and all(s["reply"] for s in samples)
+    assert "method: grpo" in cli("show", job.name).stdout
+    base = AutoModelForCausalLM.from_pretrained(data_root / "models" / "embedded" / "smollm2-135m-instruct")
+    model = PeftModel.from_pretrained(base, adapter_dir(job))
+    assert any("lora_A" in name for name, _ in model.named_parameters())
+
+
+@pytest.mark.slow
+def test_grpo_from_a_finished_sft_adapter_cancels_and_resumes_on_one_curve(data_root, tiny_model_dir):
+    tiny = {"base_model": str(tiny_model_dir), "quantization": "none", "max_samples": 8, "eval_fraction": 0,
+            "per_device_batch_size": 4}
+    sft = jobs.create_job(JobConfig(**tiny, max_steps=2), name="sft")
+    jobs.schedule()
+    assert wait_until(sft, lambda s: s["state"] in ("completed", "failed"))["state"] == "completed"
+    path = jobs.create_job(JobConfig(**tiny, method="grpo", init_adapter=sft.name, max_steps=4, save_steps=1,
+                                     max_completion_length=16), name="grpo")
+    assert jobs.schedule() == path.name
+    wait_until(path, lambda s: s["step"] >= 1)
+    jobs.cancel_job(path.name)
+    stopped_at = wait_until(path, lambda s: s["state"] == "cancelled")["step"]
+    assert last_checkpoint(path).name == f"checkpoint-{stopped_at}" and stopped_at < 4
+    jobs.resume_job(path.name)
+    jobs.schedule()
+    status = wait_until(path, lambda s: s["state"] in ("completed", "failed"))
+    assert status["state"] == "completed", status["reason"]
+    rows = read_progress(path)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and all("reward" in r and "kl" in r for r in rows)
+    sft_config = json.loads((adapter_dir(sft) / "adapter_config.json").read_text())
+    assert json.loads((adapter_dir(path) / "adapter_config.json").read_text())["r"] == sft_config["r"]
+    assert "from the adapter of job" in publish.model_card(path, merged=False)
+
+
+def test_a_missing_or_unfinished_starting_adapter_is_refused_by_name(data_root):
+    with pytest.raises(jobs.JobError, match="No job 'nope'"):
+        starting_adapter(JobConfig(method="grpo", init_adapter="nope"))
+    queued = jobs.create_job(JobConfig(max_steps=1))
+    with pytest.raises(jobs.JobError, match="not completed"):
+        starting_adapter(JobConfig(method="grpo", init_adapter=queued.name))
