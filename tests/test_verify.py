@@ -60,3 +60,24 @@ def test_check_my_answer_never_trusts_the_tutor():
              {"role": "assistant", "content": "The answer is 3."}]
     assert "can't be checked" in app.check_answer("3", story, {})
     assert app.check_answer("7", story, {"answer": "7"}).startswith("✅")  # a practice problem: its gold answer
+
+
+def test_sampled_solutions_verify_an_answer_only_above_the_threshold():
+    from tutor.verify import sampled_known
+
+    known, words = sampled_known(["72", "72.0", "$72"], on_gpu=False)
+    assert known.shown == "72" and "3 of 3" in words and "fewer on a CPU" in words
+    known, words = sampled_known(["72", "70", "72", "72", "68"], on_gpu=True)
+    assert known is None and "72 (3), 70 (1), 68 (1)" in words and "80%" in words
+
+
+def test_check_my_answer_uses_an_answer_sampled_solutions_agreed_on():
+    import app
+    from tutor.verify import sampled_known
+
+    question = "Natalia sold 48 clips in April and half as many in May. How many in all?"
+    turns = [{"role": "user", "content": question}, {"role": "assistant", "content": "\\boxed{70}"}]
+    agreed = {question: sampled_known(["72", "72", "72"], on_gpu=False)[0]}
+    assert app.check_answer("72", turns, {}, agreed).startswith("✅")
+    assert app.check_answer("70", turns, {}, agreed).startswith("❌")  # the tutor's reply, outvoted
+    assert "can't be checked" in app.check_answer("72", turns, {}, {})

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from trainer.answers import MAX_STUDENT_ANSWER, extract_answer, is_equivalent
 from tutor.steps import Unchecked, equation_roots, expressions, plain_math, to_sympy
 
-AGREEMENT = 0.6  # share of sampled answers that must agree for the majority answer to count as verified
+AGREEMENT = 0.8  # share of sampled answers that must agree for their answer to count as verified
+SAMPLES_GPU, SAMPLES_CPU = 5, 3  # sampled solutions per check: a CPU makes fewer, and the badge says so
 
 _ASSIGN_RE = re.compile(r"(?<![A-Za-z])[A-Za-z]\s*(?:_\s*\d+\s*)?=")
 _LIST_SPLIT_RE = re.compile(r",|;|\bor\b|\band\b", re.I)
@@ -25,7 +26,7 @@ _SET_BRACKETS_RE = re.compile(r"\\[{}]|[{}\[\]]")
 
 @dataclass
 class Known:
-    values: frozenset[float]  # the answer as a set of values (rounded to 9 places)
+    values: frozenset[float] | None  # the answer as a set of values (rounded to 9 places); None: not numbers
     shown: str  # as the student sees it: "x = 2, x = 3", "89"
     how: str  # how it was found: "the roots of x^2 - 5x + 6 = 0, substituted back", "12*7+5 evaluated", ...
 
@@ -94,9 +95,9 @@ def agreement(answers: list[str | None], threshold: float = AGREEMENT) -> tuple[
 
 def same_answer(answer: str, known: Known) -> bool:
     values = values_of(answer)
-    if values is not None:
+    if values is not None and known.values is not None:
         return values == known.values
-    return len(known.values) == 1 and is_equivalent(answer, known.shown)
+    return (known.values is None or len(known.values) == 1) and is_equivalent(answer, known.shown)
 
 
 def grade(student: str, known: Known) -> tuple[bool, str]:
@@ -110,7 +111,7 @@ def grade(student: str, known: Known) -> tuple[bool, str]:
     if same_answer(answer, known):
         return True, f"Correct! Checked against {known.how}."
     values = values_of(answer)
-    if values is not None and len(known.values) > 1 and values < known.values:
+    if values is not None and known.values and len(known.values) > 1 and values < known.values:
         return False, (f"Part of it: the equation has {len(known.values)} solutions and you gave {len(values)}. "
                        "Find all of them.")
     return False, "Not correct yet. Check your steps and try again."
@@ -127,3 +128,34 @@ def badge(problem: str, reply_answer: str) -> str:
     if same_answer(answer, known):
         return f"✅ **Verified**: {known.how}."
     return f"⚠️ **Does not check**: {known.how} gives {known.shown}, not {answer}."
+
+
+def sample_answers(choice: str, history: list[dict], settings, n: int) -> list[str | None]:
+    """The final answers of n replies sampled for the conversation `history` (one at a time unless replies are
+    batched, as they are on a GPU; see tutor/serving.py)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tutor.chat import stream_reply
+    from tutor.render import split_reasoning
+    from tutor.serving import batching_enabled
+
+    def one(_) -> str | None:
+        reply = ""
+        for reply in stream_reply(choice, history, settings):
+            pass
+        return extract_answer(split_reasoning(reply)[1])
+
+    with ThreadPoolExecutor(n if batching_enabled() else 1) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def sampled_known(answers: list[str | None], on_gpu: bool) -> tuple[Known | None, str]:
+    """(the answer the samples agree on, or None; the badge that says so, with the competing answers)."""
+    majority, counted = agreement(answers)
+    device = "" if on_gpu else f" ({len(answers)} samples: fewer on a CPU)"
+    if majority is None:
+        competing = ", ".join(f"{answer} ({count})" for answer, count in counted) or "none stated"
+        return None, f"❔ **Uncertain**: sampled solutions disagree{device}: {competing}; the threshold is {AGREEMENT:.0%}."
+    agreed = dict(counted)[majority]
+    how = f"{agreed} of {len(answers)} sampled solutions agreeing"
+    return Known(values_of(majority), majority, how), f"✅ **Verified** by sampling: {how} on {majority}{device}."
