@@ -901,7 +901,7 @@ def build_tutor():
     verify.click(verify_by_sampling, [turns, sampled, model, temperature, top_p, max_new_tokens, system_prompt],
                  [sample_verdict, sampled], api_visibility="private")
     hint_btn.click(give_hint, [turns, practice, ladder, model], [hint, ladder], api_visibility="private")
-    with gr.Accordion("Find my mistake", open=False):
+    with gr.Accordion("Find my mistake", open=False, elem_id="find-mistake"):
         with gr.Row():
             mistake_problem = gr.Textbox(label="Problem", lines=3, elem_id="mistake-problem")
             mistake_solution = gr.Textbox(label="Your worked solution, one step per line", lines=6,

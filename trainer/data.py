@@ -47,7 +47,7 @@ from jinja2 import TemplateError
 
 from trainer import basic_math
 from trainer.answers import last_boxed
-from trainer.config import JobConfig
+from trainer.config import MAX_SAMPLES, JobConfig
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ MAX_LINE = 16 << 20  # bytes of one JSON Lines line
 ROLES = {"system", "user", "assistant"}
 
 HUB_ID_RE = re.compile(r"^(?P<repo>[\w.-]+(?:/[\w.-]+)?)(?::(?P<config>[\w.-]+))?$")
-CALCULATOR_RE = re.compile(r"<<[^<>]*>>")  # GSM8K's <<48/2=24>> notes
+CALCULATOR_RE = re.compile(r"<<[^<>\n]*>>")  # GSM8K's <<48/2=24>> notes
 SYSTEM_PROBE = "SYSTEM-PROMPT-PROBE"
 
 SCHEMA_HELP = (
@@ -110,8 +110,9 @@ def parse_part(text: str, spec: str) -> Part:
     body, star, count_text = text.rpartition("*")
     if star:
         count_text = count_text.strip()
-        if not (count_text.isascii() and count_text.isdigit()) or int(count_text) == 0:
-            raise DataError(f"In {text!r} the count after '*' must be a positive whole number, not {count_text!r}.")
+        if not (count_text.isascii() and count_text.isdigit()) or not 0 < int(count_text) <= MAX_SAMPLES:
+            raise DataError(f"In {text!r} the count after '*' must be a whole number from 1 to {MAX_SAMPLES:,}, "
+                            f"not {count_text!r}.")
         count, text = int(count_text), body.strip()
     source, question_mark, query = text.partition("?")
     columns = parse_columns(query, text) if question_mark else {}
@@ -132,7 +133,8 @@ def parse_part(text: str, spec: str) -> Part:
         return Part("file", name, None, count, columns)
     if kind == "hub":
         match = HUB_ID_RE.match(name)
-        if not match:
+        if not match or any(piece[:1] in ".-" or piece[-1:] in ".-" or ".." in piece or "--" in piece
+                            for piece in match["repo"].split("/")):
             raise DataError(f"{name!r} is not a Hub dataset id: write hub:owner/name or hub:owner/name:config.")
         return Part("hub", match["repo"], match["config"], count, columns)
     raise DataError(f"Unknown dataset source {kind + ':'!r} in {text!r}: use hub:, file: or builtin:.")
@@ -159,16 +161,17 @@ def describe(part: Part) -> str:
 # ---------------------------------------------------------------------------------------------- loading
 
 
-def load_examples(spec: str, split: str = "train", max_samples: int = 0, seed: int = 42) -> list[dict]:
+def load_examples(spec: str, split: str = "train", max_samples: int = 0, seed: int = 42,
+                  cap: int | None = None) -> list[dict]:
     """Normalized examples, {"problem", "reasoning", "answer"} or {"messages"}, from a dataset spec.
 
-    Each part gives its `*count` rows, or `max_samples` (0: all). A mixture is shuffled with `seed`;
-    `max_samples`, when positive, caps the total.
+    Each part gives its `*count` rows, or `max_samples` (0: all), or at most `cap` when given. A mixture is
+    shuffled with `seed`; `max_samples`, when positive, caps the total.
     """
     parts = parse_spec(spec)
     examples = []
     for part in parts:
-        limit = part.count or max_samples or None
+        limit = min((n for n in (part.count or max_samples, cap) if n), default=None)
         rows = read_rows(part, split, limit, seed)
         if limit and len(rows) < limit:
             log.warning("%s has %d rows, fewer than the %d asked for.", describe(part), len(rows), limit)
@@ -176,6 +179,17 @@ def load_examples(spec: str, split: str = "train", max_samples: int = 0, seed: i
     if len(parts) > 1:
         random.Random(seed).shuffle(examples)
     return examples[:max_samples] if max_samples else examples
+
+
+def check_files(spec: str) -> None:
+    """At launch: every file: part of the spec can be read and has usable examples (two rows are read), so a missing,
+    unreadable or unknown file fails now rather than in the worker."""
+    for part in parse_spec(spec):
+        if part.kind == "file":
+            try:
+                normalize_rows(read_file(Path(part.name).expanduser(), 2), part)
+            except OSError as exc:  # no permission, a device, a broken link
+                raise DataError(f"Cannot read {part.name}: {exc.strerror or exc}.") from None
 
 
 def read_rows(part: Part, split: str, limit: int | None, seed: int) -> list[dict]:
@@ -310,27 +324,12 @@ def read_hub(part: Part, split: str, limit: int | None) -> list[dict]:
 
 def check_hub_dataset(repo_id: str) -> None:
     """Ask the Hub about the dataset first, and say plainly why it cannot be used."""
-    from httpx2 import HTTPError
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    from trainer.models import ModelError, check_hub_repo
 
-    token = os.environ.get("HF_TOKEN") or None
-    gated = f"{repo_id} is gated: accept its terms on huggingface.co/datasets/{repo_id} and set HF_TOKEN."
     try:
-        info = HfApi().dataset_info(repo_id, token=token, timeout=10)
-    except GatedRepoError:
-        raise DataError(gated) from None
-    except RepositoryNotFoundError:
-        raise DataError(
-            f"No dataset {repo_id} on the Hugging Face Hub (or it is private and HF_TOKEN is missing): check the id."
-        ) from None
-    except (HTTPError, OSError) as exc:
-        raise DataError(
-            f"Cannot reach the Hugging Face Hub for dataset {repo_id} ({exc}): connect to the network, "
-            "or use builtin:basic-math or a file: spec."
-        ) from None
-    if info.gated and not token:
-        raise DataError(gated)
+        check_hub_repo(repo_id, "dataset", "use builtin:basic-math or a file: spec")
+    except ModelError as exc:
+        raise DataError(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------------------------- schemas
@@ -585,7 +584,7 @@ def preview(config: JobConfig, tokenizer, n: int = 3) -> dict:
     Returns {"examples": [text], "lengths": [int] (of up to PREVIEW_LIMIT examples, untruncated),
     "truncated_share": share of those longer than max_seq_length, "count": examples in the dataset}.
     """
-    examples = load_examples(config.dataset, config.dataset_split, config.max_samples, config.seed)
+    examples = load_examples(config.dataset, config.dataset_split, config.max_samples, config.seed, cap=PREVIEW_LIMIT)
     chats = [to_messages(example, config.system_prompt) for example in examples[:PREVIEW_LIMIT]]
     lengths = [len(tokenize_chat(messages, tokenizer)["input_ids"]) for messages in chats]
     return {

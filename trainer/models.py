@@ -14,6 +14,7 @@ import enum
 import importlib.util
 import logging
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from trainer.store import embedded_dir
 
 EMBEDDED = "embedded:smollm2-135m-instruct"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+OUT_OF_MEMORY_RE = re.compile(r"out of memory|can't allocate memory", re.I)  # CUDA's words, and the CPU allocator's
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same model, where the package is missing
 
 
@@ -125,28 +127,36 @@ def resolve_model(name: str) -> str:
 
 
 def check_hub_model(repo_id: str) -> None:
-    """Ask the Hub about the model before anything loads, and say plainly why it cannot be used."""
-    from huggingface_hub import HfApi, try_to_load_from_cache
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    """Ask the Hub about the model before anything loads (unless it is in the local cache already)."""
+    from huggingface_hub import try_to_load_from_cache
 
     if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
         return  # already in the local cache: usable offline
+    check_hub_repo(repo_id, "model", "use the embedded default or a local folder")
+
+
+def check_hub_repo(repo_id: str, kind: str, offline: str) -> None:
+    """Ask the Hub about a model or dataset repo, and say plainly why it cannot be used (ModelError); `offline` is
+    what to use instead when the Hub cannot be reached."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
     token = os.environ.get("HF_TOKEN") or None
+    page = f"huggingface.co/{'datasets/' if kind == 'dataset' else ''}{repo_id}"
+    gated = f"{repo_id} is gated: accept its terms on {page} and set HF_TOKEN."
     try:
-        info = HfApi().model_info(repo_id, token=token, timeout=10)
+        info = getattr(HfApi(), f"{kind}_info")(repo_id, token=token, timeout=10)
     except GatedRepoError:
-        raise ModelError(f"{repo_id} is gated: accept its licence on huggingface.co and set HF_TOKEN.") from None
+        raise ModelError(gated) from None
     except RepositoryNotFoundError:
         raise ModelError(
-            f"No model {repo_id} on the Hugging Face Hub (or it is private and HF_TOKEN is missing): check the id."
+            f"No {kind} {repo_id} on the Hugging Face Hub (or it is private and HF_TOKEN is missing): check the id."
         ) from None
     except Exception as exc:  # connection errors come from the HTTP client, whatever its name this release
-        raise ModelError(
-            f"Cannot reach the Hugging Face Hub for {repo_id} ({exc}), and it is not in the local cache: "
-            "connect to the network, or use the embedded default or a local folder."
-        ) from None
+        raise ModelError(f"Cannot reach the Hugging Face Hub for {kind} {repo_id} ({exc}): connect to the network, "
+                         f"or {offline}.") from None
     if info.gated and not token:
-        raise ModelError(f"{repo_id} is gated: accept its licence on huggingface.co and set HF_TOKEN.")
+        raise ModelError(gated)
 
 
 def check_model_fit(config, model_path: str) -> None:

@@ -23,13 +23,13 @@ import torch
 from transformers import AttentionInterface, TrainerCallback
 
 from trainer.config import JobConfig
+from trainer.models import OUT_OF_MEMORY_RE
 from trainer.store import (
     State, adapter_dir, config_file, partial_adapter, append_progress, cancel_flag, checkpoints_dir, now, read_config, read_metrics, read_progress,
     read_status, update_status, write_metrics, write_progress,
 )
 
 log = logging.getLogger("trainer")
-OUT_OF_MEMORY_RE = re.compile(r"out of memory|can't allocate memory", re.I)  # CUDA's words, and the CPU allocator's
 DISK_FULL_RE = re.compile(r"no space left on device|os error 28|StorageFull", re.I)  # as OSError, Rust and safetensors
 LOW_DISK_BYTES = 1 << 20  # less free than this when a write failed: the disk is full (torch.save does not say so)
 

@@ -1,6 +1,7 @@
 """Streamed tutor replies: history through the model's own chat template, token by token, stoppable.
 
-`stream_reply` is the single entry point for chatting (the UI, the `/chat` API and later a batching server).
+`stream_reply` is the single entry point for chatting (the UI and the `/chat` API): it generates here with
+`generate()`, in a batch with other replies (tutor/serving.py), or on the tutor server (tutor/remote.py).
 """
 
 import threading
@@ -28,6 +29,11 @@ class ChatSettings:
     max_new_tokens: int = 512
     system_prompt: str = TUTOR_PROMPT
     think_first: bool = False  # open the reply with <think>, as this app's adapters were trained to
+
+    @property
+    def greedy(self) -> bool:
+        """Temperature 0 means greedy decoding (the one place that rule is written)."""
+        return self.temperature <= 0
 
 
 class StopOnEvent:
@@ -103,9 +109,9 @@ def stream_reply(
 
 
 def sampling_kwargs(loaded: Loaded, settings: ChatSettings) -> dict:
-    """generate() arguments for the settings; temperature 0 is greedy."""
+    """generate() arguments for the settings."""
     kwargs = {"max_new_tokens": settings.max_new_tokens, "pad_token_id": loaded.tokenizer.pad_token_id}
-    if settings.temperature > 0:
+    if not settings.greedy:
         kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p)
     else:
         kwargs.update(do_sample=False)

@@ -115,7 +115,7 @@ def run_benchmark(loaded: Loaded, problems: list[Problem], config: EvalConfig, p
     correct = sum(r["correct"] for r in results)
     return {
         "model": loaded.name,
-        "device": device_name(loaded),
+        "device": model_device(loaded),
         "accuracy": correct / len(results) if results else 0.0,
         "correct": correct,
         "total": len(results),
@@ -239,7 +239,7 @@ def package_version(name: str) -> str:
         return "not installed"
 
 
-def device_name(loaded: Loaded) -> str:
+def model_device(loaded: Loaded) -> str:
     model = loaded.model
     quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(
         getattr(model, "base_model", None), "is_loaded_in_4bit", False

@@ -18,6 +18,7 @@ GSM8K's calculator notes (`<<48/2=24>>`) are dropped from the display.
 import re
 
 from trainer.answers import brace_pairs, extract_answer, last_boxed
+from trainer.data import CALCULATOR_RE
 
 LATEX_DELIMITERS = [
     {"left": "$$", "right": "$$", "display": True},
@@ -75,7 +76,6 @@ _SQRT_INDEX_RE = re.compile(r"\s*\[[^\[\]\n]*\]")  # no `[` inside: linear on a 
 _SPACES_RE = re.compile(r"[ \t]*")
 _STRAY_DELIMITER_RE = re.compile(r"\\([()\[\]])")
 _IMAGE_RE = re.compile(r"!\[")
-_CALCULATOR_RE = re.compile(r"<<[^<>\n]*>>")  # GSM8K's <<48/2=24>> notes, as trainer/data.py removes them
 _PRICE_START_RE = re.compile(r"\.?\d")
 
 
@@ -155,7 +155,7 @@ def _tidy_text(text: str) -> str:
     """Drop GSM8K calculator notes (`= $<<4*2=8>>8`: the result follows them); lone `\\(`, `\\)`, `\\[`, `\\]`
     lose their backslash (Markdown shows them so anyway) so that they cannot pair up with math delimiters;
     Markdown images become plain links (no remote images from a reply)."""
-    text = _CALCULATOR_RE.sub("", text)
+    text = CALCULATOR_RE.sub("", text)
     return _IMAGE_RE.sub("&#33;[", _STRAY_DELIMITER_RE.sub(r"\1", text))
 
 

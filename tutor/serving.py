@@ -25,6 +25,7 @@ from math import ceil
 import torch
 from transformers import ContinuousBatchingConfig, TextStreamer
 
+from tutor.chat import ChatSettings
 from tutor.models import Base, Loaded
 
 CACHE_TOKENS = int(os.environ.get("MATH_STUDIO_BATCH_TOKENS", str(32 * 2048)))  # 32 replies of 2,048 tokens at once
@@ -32,7 +33,7 @@ PAGE_TOKENS = 256  # transformers' default page of the KV cache
 BATCH_TOKENS = 2048  # tokens in one forward pass at most: longer prompts prefill over several
 POLL_S = 0.05  # how soon the loop sees a new or stopped reply while no token arrives
 IDLE_S = float(os.environ.get("MATH_STUDIO_BATCH_IDLE_S", "2"))  # an idle manager waits this long for the next reply
-SAMPLING = {"temperature": 0.7, "top_p": 0.9}  # a sampling manager's own: not 1, or replies could not pass their own
+SAMPLING = {"temperature": ChatSettings.temperature, "top_p": ChatSettings.top_p}  # a sampling manager's own: not 1, or replies could not pass their own
 GRAPHS = {"auto": None, "on": True, "off": False}  # MATH_STUDIO_BATCH_GRAPHS: CUDA graphs (auto: transformers decides)
 STOPPED = object()  # what the loop hands the reader of a reply it cancelled
 
@@ -81,7 +82,7 @@ def stream_batched(loaded: Loaded, prompt_ids: list[int], settings, stop: thread
                          "new chat or lower max new tokens.")
     sampling = {"temperature": float(settings.temperature), "top_p": float(settings.top_p)}
     request = Request(loaded, list(prompt_ids), settings.max_new_tokens,
-                      sampling if settings.temperature > 0 else {}, stop)
+                      sampling if not settings.greedy else {}, stop)
     batcher(loaded.base).submit(request)
     text = ReplyText(loaded.tokenizer)
     try:
