@@ -909,7 +909,7 @@ def build_tutor():
         with gr.Row():
             mistake_model = gr.Checkbox(False, label="Ask the model about steps without arithmetic",
                                         info="the model picked above; its verdict is marked as the model's")
-            find = gr.Button("Find my mistake", size="sm")
+            find = gr.Button("Find my mistake", size="sm", elem_id="find-mistake-button")
         mistake = gr.Markdown(elem_id="mistake-result")
     find.click(show_mistake, [mistake_problem, mistake_solution, mistake_model, model], mistake,
                api_visibility="private")
