@@ -327,13 +327,22 @@ def _gold_answer(gold_or_reply: str) -> str | None:
     return extract_answer(text)
 
 
-def check_student_answer(student: str, gold_or_reply: str) -> tuple[bool, str]:
-    """(correct, a short message for the student). gold_or_reply is an answer or a whole reply that contains one."""
+def answer_refusal(student: str) -> str | None:
+    """Why a student's answer is not checked at all (empty, too long), or None."""
     student = (student or "").strip()
     if not student:
-        return False, "Type your answer first."
+        return "Type your answer first."
     if len(student) > MAX_STUDENT_ANSWER:
-        return False, f"That is too long for an answer ({len(student):,} characters): type just the final answer."
+        return f"That is too long for an answer ({len(student):,} characters): type just the final answer."
+    return None
+
+
+def check_student_answer(student: str, gold_or_reply: str) -> tuple[bool, str]:
+    """(correct, a short message for the student). gold_or_reply is an answer or a whole reply that contains one."""
+    refusal = answer_refusal(student)
+    if refusal:
+        return False, refusal
+    student = student.strip()
     gold = _gold_answer(gold_or_reply or "")
     if gold is None:
         return False, "There is no final answer to compare with yet."

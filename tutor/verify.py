@@ -13,7 +13,7 @@ trainer.answers.is_equivalent. The tutor's own reply never counts as a known ans
 import re
 from dataclasses import dataclass
 
-from trainer.answers import MAX_STUDENT_ANSWER, extract_answer, is_equivalent
+from trainer.answers import answer_refusal, extract_answer, is_equivalent, too_large
 from tutor.steps import Unchecked, equation_roots, expressions, plain_math, to_sympy
 
 AGREEMENT = 0.8  # share of sampled answers that must agree for their answer to count as verified
@@ -102,12 +102,12 @@ def same_answer(answer: str, known: Known) -> bool:
 
 def grade(student: str, known: Known) -> tuple[bool, str]:
     """(correct, what to tell the student) for an answer to a problem whose answer is known."""
-    student = (student or "").strip()
-    if not student:
-        return False, "Type your answer first."
-    if len(student) > MAX_STUDENT_ANSWER:
-        return False, f"That is too long for an answer ({len(student):,} characters): type just the final answer."
-    answer = extract_answer(student, strict=True) or student
+    refusal = answer_refusal(student)
+    if refusal:
+        return False, refusal
+    answer = extract_answer(student, strict=True) or student.strip()
+    if too_large(answer):
+        return False, "That answer is too large to check: simplify it first."
     if same_answer(answer, known):
         return True, f"Correct! Checked against {known.how}."
     values = values_of(answer)
