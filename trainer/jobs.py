@@ -32,8 +32,12 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 __all__ = ["JobError", "job_dir", "read_progress", "read_status", "tail", "update_status"]  # for the app and CLI
 
 
-def create_job(config: JobConfig, name: str = "") -> Path:
-    """Validate the config and write a queued job's folder, whole or not at all (a full disk leaves nothing)."""
+WORKERS = {"train": "trainer", "eval": "tutor"}  # a job's kind -> the package whose CLI runs it: python -m PKG KIND
+
+
+def create_job(config: JobConfig, name: str = "", kind: str = "train") -> Path:
+    """Validate the config and write a queued job's folder, whole or not at all (a full disk leaves nothing).
+    `kind` is what its worker does: train (a JobConfig) or eval (tutor's EvalConfig); both wait in one queue."""
     config.validate()
     if len(name.strip()) > MAX_NAME or CONTROL_RE.search(name):
         raise JobError(f"A job name has at most {MAX_NAME} characters and no control characters (tabs, newlines, "
@@ -48,7 +52,7 @@ def create_job(config: JobConfig, name: str = "") -> Path:
         write_status(tmp, {
             "id": job_id, "name": name.strip() or slug, "state": State.QUEUED, "created": now(),
             "started": None, "finished": None, "reason": "", "step": 0, "total_steps": None, "pid": None,
-            "base_model": config.base_model,  # for the jobs table, which lists statuses
+            "kind": kind, "base_model": getattr(config, "base_model", ""),  # for the jobs table, which lists statuses
         })
         tmp.rename(path)
     except OSError as exc:
@@ -139,10 +143,12 @@ def delete_job(job_id: str) -> None:
         shutil.rmtree(path)
 
 
-def worker_command(path: Path, gpus: int | None = None) -> list[str]:
-    """The same command a user would run by hand to train this job in the foreground: with more than one GPU
-    visible, through `accelerate launch`, one data-parallel process per GPU."""
-    train = ["-m", "trainer", "train", "--config", str(config_file(path)), "--job", path.name]
+def worker_command(path: Path, gpus: int | None = None, kind: str = "train") -> list[str]:
+    """The same command a user would run by hand to run this job in the foreground: training with more than one GPU
+    visible goes through `accelerate launch`, one data-parallel process per GPU."""
+    train = ["-m", WORKERS[kind], kind, "--config", str(config_file(path)), "--job", path.name]
+    if kind != "train":
+        return [sys.executable, *train]
     if gpus is None:
         import torch  # counts through NVML, without starting CUDA in this process
 
@@ -181,7 +187,8 @@ def start_worker(path: Path) -> bool:
                 return False
             with open(log_file(path), "a") as log:
                 proc = subprocess.Popen(
-                    worker_command(path), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    worker_command(path, kind=status.get("kind", "train")), stdout=log, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
                     cwd=PROJECT_ROOT, start_new_session=True,  # the worker outlives an app restart
                     env=worker_env(),
                 )
@@ -207,12 +214,16 @@ def stop_overdue_cancels(grace_s: float = CANCEL_GRACE_S) -> list[str]:
             continue
         path = jobs_dir() / status["id"]
         with locked(job_lock(path)):
+            status = read_status(path)
+            if status["state"] != State.CANCELLING:  # it stopped meanwhile
+                continue
             if worker_alive(status):
                 os.killpg(status["pid"], signal.SIGKILL)  # its own session: accelerate's children go too
             cancel_flag(path).unlink(missing_ok=True)
-            update_status(path, state=State.CANCELLED, finished=now(), pid=None,
+            status.update(state=State.CANCELLED, finished=now(), pid=None,
                           reason=f"Cancelled: the worker did not stop within {grace_s:.0f} s and was stopped. Resume "
                           "continues from the last checkpoint.")
+            write_status(path, status)
         stopped.append(status["id"])
     return stopped
 

@@ -287,15 +287,16 @@ def update_status(job: Path, **changes) -> dict:
         return status
 
 
-def read_config(job: Path):
-    """The job's JobConfig. Raises Damaged when config.yaml cannot be read as one."""
+def read_config(job: Path, kind=None):
+    """The job's config: a JobConfig, or `kind` (a config class with `load(path)`, such as tutor's EvalConfig).
+    Raises Damaged when config.yaml cannot be read as one."""
     from trainer.config import ConfigError, JobConfig
 
     try:
         if not config_file(job).read_text().strip():  # the app always writes every key: empty is cut short
             raise ConfigError("the file is empty")
-        return JobConfig.load(config_file(job))
-    except (OSError, UnicodeDecodeError, ConfigError, yaml.YAMLError) as exc:
+        return (kind or JobConfig).load(config_file(job))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, yaml.YAMLError) as exc:
         raise Damaged(f"config.yaml in {job} is damaged ({type(exc).__name__}: {str(exc)[:300]}).") from None
 
 

@@ -1,4 +1,5 @@
-"""Command line of the tutor: `python -m tutor eval --model M [--adapter A] --benchmark gsm8k|math500 ...`."""
+"""Command line of the tutor: `python -m tutor eval --model M [--adapter A] --benchmark gsm8k|math500 ...`, or
+`python -m tutor eval --job ID` to run a queued evaluation job (tutor/eval_job.py)."""
 
 import argparse
 import sys
@@ -9,7 +10,7 @@ from trainer.models import ModelError
 from tutor.evaluate import BENCHMARKS, EvalConfig, EvalError, default_report_path, evaluate, summary_lines, write_report
 
 
-def parse_args(argv: list[str]) -> EvalConfig:
+def parse_args(argv: list[str]) -> argparse.Namespace:
     defaults = EvalConfig()
     parser = argparse.ArgumentParser(prog="python -m tutor", description="Math tutor tools.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -19,13 +20,14 @@ def parse_args(argv: list[str]) -> EvalConfig:
     ev.add_argument("--benchmark", default=defaults.benchmark, choices=list(BENCHMARKS))
     ev.add_argument("--data-file", default=defaults.data_file, help="JSONL test problems instead of the default")
     ev.add_argument("--limit", type=int, default=defaults.limit, help="the first N problems (0: all)")
-    ev.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    ev.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                    help="problems generated at once (0: as many as the GPU's free memory holds; 16 on a CPU)")
     ev.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
     ev.add_argument("--one-at-a-time", action="store_true", help="one prompt per generate() call (for comparison)")
     ev.add_argument("--out", default=defaults.out, help="report path (default: the job's eval/ folder)")
-    args = vars(parser.parse_args(argv))
-    del args["command"]
-    return EvalConfig(**args)
+    ev.add_argument("--config", help="an evaluation config (YAML) instead of the options above")
+    ev.add_argument("--job", help="run the queued evaluation job with this id (the app's queue starts it so)")
+    return parser.parse_args(argv)
 
 
 class Bars:
@@ -44,8 +46,16 @@ class Bars:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_args(sys.argv[1:] if argv is None else argv)
+    args = vars(parse_args(sys.argv[1:] if argv is None else argv))
+    config_file, job = args.pop("config"), args.pop("job")
+    del args["command"]
+    if job:
+        from trainer.store import job_dir
+        from tutor.eval_job import run_eval_job
+
+        return run_eval_job(job_dir(job))
     try:
+        config = EvalConfig.load(config_file) if config_file else EvalConfig(**args)
         out = config.out or default_report_path(config)
         report = evaluate(config, progress=Bars())
     except (ModelError, EvalError) as exc:

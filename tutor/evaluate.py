@@ -5,14 +5,16 @@ decoding, a fixed max_new_tokens, batched with left padding, answers extracted b
 and checked by `trainer.answers.is_equivalent`. All of it is recorded in the report beside every problem.
 """
 
+import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
+import yaml
 
 from trainer.config import TUTOR_PROMPT
 from trainer.answers import extract_answer, is_equivalent
@@ -48,6 +50,35 @@ class EvalConfig:
     one_at_a_time: bool = False  # the seed notebooks' loop: one prompt per generate() call
     out: str = ""  # report path; default under the job's eval/ (or the data root's eval/)
 
+    def validate(self) -> "EvalConfig":
+        if self.benchmark not in BENCHMARKS:
+            raise EvalError(f"Unknown benchmark {self.benchmark!r}; use one of {list(BENCHMARKS)}.")
+        if self.batch_size < 0 or self.max_new_tokens < 1 or self.limit < 0:
+            raise EvalError("max_new_tokens must be 1 or more, and batch_size (0: as many as fit) and limit (0: all) "
+                            "0 or more.")
+        return self
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(yaml.safe_dump(asdict(self), sort_keys=False))
+
+    @classmethod
+    def load(cls, path: Path) -> "EvalConfig":
+        values = yaml.safe_load(Path(path).read_text())
+        known = {f.name for f in fields(cls)}
+        if not isinstance(values, dict) or not set(values) <= known:
+            raise EvalError(f"{path} is not an evaluation config (keys: {sorted(known)}).")
+        return cls(**values)
+
+
+def accuracy_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a binomial proportion: right near 0 and 1 too, where the normal one is not."""
+    if total <= 0:
+        return 0.0, 1.0
+    share = correct / total
+    center = (share + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(share * (1 - share) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return max(0.0, center - half), min(1.0, center + half)
+
 
 @dataclass
 class Problem:
@@ -58,11 +89,7 @@ class Problem:
 
 def evaluate(config: EvalConfig, progress: Progress | None = None) -> dict:
     """Run the benchmark and return the report (see `write_report`)."""
-    if config.benchmark not in BENCHMARKS:
-        raise EvalError(f"Unknown benchmark {config.benchmark!r}; use one of {list(BENCHMARKS)}.")
-    if config.batch_size < 0 or config.max_new_tokens < 1 or config.limit < 0:
-        raise EvalError("max_new_tokens must be 1 or more, and batch_size (0: as many as fit) and limit (0: all) "
-                        "0 or more.")
+    config.validate()
     problems, source = load_problems(config.benchmark, config.data_file, config.limit)
     choices = {"base": base_choice(config)}
     if config.adapter:
@@ -73,7 +100,8 @@ def evaluate(config: EvalConfig, progress: Progress | None = None) -> dict:
         loaded = load_model(choice)
         load_s = time.perf_counter() - started
         runs[role] = run_benchmark(loaded, problems, config, progress)
-        runs[role].update(choice=str(choice), load_s=round(load_s, 2))
+        runs[role].update(choice=str(choice), load_s=round(load_s, 2),
+                          ci95=[round(x, 4) for x in accuracy_interval(runs[role]["correct"], runs[role]["total"])])
     report = {
         "benchmark": config.benchmark,
         "data": {"source": source, "problems": len(problems)},
