@@ -108,6 +108,14 @@ def stream_reply(
         raise failure[0]
 
 
+def complete_reply(choice: str, history: list[dict], settings: ChatSettings | None = None) -> str:
+    """The whole reply at once: stream_reply run to its end."""
+    reply = ""
+    for reply in stream_reply(choice, history, settings):
+        pass
+    return reply
+
+
 def sampling_kwargs(loaded: Loaded, settings: ChatSettings) -> dict:
     """generate() arguments for the settings."""
     kwargs = {"max_new_tokens": settings.max_new_tokens, "pad_token_id": loaded.tokenizer.pad_token_id}

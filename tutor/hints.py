@@ -80,15 +80,12 @@ def next_hint(problem: str, rung: int, earlier: list[str], hidden: list[str], ge
 
 def model_generate(choice: str, max_new_tokens: int = 96, temperature: float = 0.7) -> Generate:
     """A Generate that samples one reply from the chat model `choice`."""
-    from tutor.chat import ChatSettings, stream_reply
+    from tutor.chat import ChatSettings, complete_reply
     from tutor.render import split_reasoning
 
     def generate(messages: list[dict]) -> str:
-        system, turns = messages[0]["content"], messages[1:]
-        reply = ""
-        for reply in stream_reply(choice, turns, ChatSettings(temperature=temperature, max_new_tokens=max_new_tokens,
-                                                              system_prompt=system)):
-            pass
-        return split_reasoning(reply)[1]
+        settings = ChatSettings(temperature=temperature, max_new_tokens=max_new_tokens,
+                                system_prompt=messages[0]["content"])
+        return split_reasoning(complete_reply(choice, messages[1:], settings))[1]
 
     return generate

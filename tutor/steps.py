@@ -182,10 +182,7 @@ def _differs(left: sympy.Expr, right: sympy.Expr, left_text: str, right_text: st
 
 
 def _show(value: sympy.Expr) -> str:
-    if value.is_Rational and not value.is_Integer:
-        decimal = Fraction(int(value.p), int(value.q))
-        return f"{value} ({float(decimal):.6g})"
-    return str(value)
+    return f"{value} ({float(value):.6g})" if value.is_Rational and not value.is_Integer else str(value)
 
 
 # ---------------------------------------------------------------- equations in one unknown
@@ -303,8 +300,8 @@ def check_step(step: str, state: _State) -> StepCheck:
                 results |= _numbers(b)
             elif len(unknowns) == 1:
                 (unknown,) = unknowns
-                equations.setdefault(unknown, []).append(
-                    (left - right, _DISJUNCTION_RE.match(_strip_unbalanced(a)) and not right.free_symbols, f"{a.strip()} = {b.strip()}"))
+                is_value = bool(_DISJUNCTION_RE.match(_strip_unbalanced(a))) and not right.free_symbols  # `x = 2`
+                equations.setdefault(unknown, []).append((left - right, is_value, f"{a.strip()} = {b.strip()}"))
     for unknown, found in equations.items():
         verdict = _check_equations(unknown, found, state)
         checked += verdict is not None
@@ -332,9 +329,11 @@ def _check_equations(unknown, found: list, state: _State) -> str | bool | None:
         roots, origin = state.roots[unknown]
         for root in sorted(roots):
             if not _holds_at(equation, unknown, root):
-                lost = "" if _real_roots(equation, unknown) is None else f": it gives {_roots_text(unknown, _real_roots(equation, unknown))}"
-                return (f"{text} does not follow from {origin}, whose solution is {_roots_text(unknown, roots)}"
-                        f" ({unknown} = {root:g} does not satisfy it{lost}).")
+                own = _real_roots(equation, unknown)
+                gives = "" if own is None else f"; it gives {_roots_text(unknown, own)}"
+                solutions = "solutions are" if len(roots) > 1 else "solution is"
+                return (f"{text} does not follow from {origin}, whose {solutions} {_roots_text(unknown, roots)}"
+                        f" ({unknown} = {root:g} does not satisfy it{gives}).")
         verdict = False
     return verdict
 
@@ -413,16 +412,14 @@ JUDGE_PROMPT = ("You check one step of a student's solution. Reply with one word
 
 def model_judge(choice: str, max_new_tokens: int = 32) -> Judge:
     """A Judge that asks the chat model `choice` (greedy) whether a step is right."""
-    from tutor.chat import ChatSettings, stream_reply
+    from tutor.chat import ChatSettings, complete_reply
+
+    settings = ChatSettings(temperature=0, max_new_tokens=max_new_tokens, system_prompt=JUDGE_PROMPT)
 
     def judge(problem: str, earlier: list[str], step: str) -> tuple[bool, str]:
         shown = "\n".join(earlier) or "(none)"
         question = f"Problem: {problem}\n\nSteps so far:\n{shown}\n\nStep to check: {step}\n\nCORRECT or WRONG?"
-        reply = ""
-        for reply in stream_reply(choice, [{"role": "user", "content": question}],
-                                  ChatSettings(temperature=0, max_new_tokens=max_new_tokens, system_prompt=JUDGE_PROMPT)):
-            pass
-        verdict = reply.strip()
+        verdict = complete_reply(choice, [{"role": "user", "content": question}], settings).strip()
         return verdict.upper().startswith(("WRONG", "INCORRECT")), verdict
 
     return judge

@@ -122,7 +122,8 @@ def badge(problem: str, reply_answer: str) -> str:
     known = known_answer(problem)
     answer = extract_answer(reply_answer or "", strict=True)
     if known is None:
-        return "❔ **Uncertain**: not checked (the question has no equation or arithmetic to check the answer against)."
+        return ("❔ **Uncertain**: not checked (the question has no equation or arithmetic to check the answer "
+                "against; Verify by sampling can).")
     if answer is None:
         return f"❔ **Uncertain**: the reply states no final answer; checked exactly, the answer is {known.shown}."
     if same_answer(answer, known):
@@ -135,15 +136,12 @@ def sample_answers(choice: str, history: list[dict], settings, n: int) -> list[s
     batched, as they are on a GPU; see tutor/serving.py)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tutor.chat import stream_reply
+    from tutor.chat import complete_reply
     from tutor.render import split_reasoning
     from tutor.serving import batching_enabled
 
     def one(_) -> str | None:
-        reply = ""
-        for reply in stream_reply(choice, history, settings):
-            pass
-        return extract_answer(split_reasoning(reply)[1])
+        return extract_answer(split_reasoning(complete_reply(choice, history, settings))[1])
 
     with ThreadPoolExecutor(n if batching_enabled() else 1) as pool:
         return list(pool.map(one, range(n)))
@@ -155,7 +153,8 @@ def sampled_known(answers: list[str | None], on_gpu: bool) -> tuple[Known | None
     device = "" if on_gpu else f" ({len(answers)} samples: fewer on a CPU)"
     if majority is None:
         competing = ", ".join(f"{answer} ({count})" for answer, count in counted) or "none stated"
-        return None, f"❔ **Uncertain**: sampled solutions disagree{device}: {competing}; the threshold is {AGREEMENT:.0%}."
+        words = f"❔ **Uncertain**: sampled solutions disagree{device}: {competing}; the threshold is {AGREEMENT:.0%}."
+        return None, words
     agreed = dict(counted)[majority]
     how = f"{agreed} of {len(answers)} sampled solutions agreeing"
     return Known(values_of(majority), majority, how), f"✅ **Verified** by sampling: {how} on {majority}{device}."
