@@ -8,7 +8,10 @@ import pytest
 from tests.test_training import cli, wait_until
 from trainer import jobs, publish
 from trainer.config import ConfigError, JobConfig
-from trainer.grpo import Samples, answer_reward, format_reward, reward_functions, starting_adapter
+from trainer.data import DataError
+from trainer.grpo import (
+    Samples, answer_reward, format_reward, prompt_dataset, reward_functions, starting_adapter,
+)
 from trainer.store import adapter_dir, read_progress, read_samples
 from trainer.train import last_checkpoint, reward_columns
 
@@ -65,9 +68,12 @@ def test_samples_keep_the_first_group_of_a_generation_with_its_rewards(tmp_path)
 
     samples = Samples(tmp_path, {"answer_reward": 1.0, "format_reward": 0.2})
     prompts = [[{"role": "user", "content": "3 + 4?"}]] * 2 + [[{"role": "user", "content": "2 + 2?"}]] * 2
-    replies = [GOOD, "8", "4", GOOD]
+    replies, problems = [GOOD, "8", "4", GOOD], ["3 + 4?"] * 2 + ["2 + 2?"] * 2
     for reward in (answer_reward, format_reward):
-        assert samples.recorded(reward)(prompts=prompts, completions=replies, answer=["7", "7", "4", "4"]) is not None
+        scored = samples.recorded(reward)  # called as TRL calls it, with the dataset's other columns
+        assert scored(prompts=prompts, completions=replies, completion_ids=[], answer=["7", "7", "4", "4"],
+                      problem=problems, trainer_state=None) == reward(replies, answer=["7", "7", "4", "4"])
+        assert scored.__name__ == reward.__name__
     samples.on_log(Args, State, None, logs={"loss": 0.0})
     samples.on_log(Args, State, None, logs={"loss": 0.0})  # nothing new generated: nothing written again
     assert read_samples(tmp_path) == [
@@ -108,6 +114,7 @@ def test_grpo_from_a_finished_sft_adapter_cancels_and_resumes_on_one_curve(data_
     sft = jobs.create_job(JobConfig(**tiny, max_steps=2), name="sft")
     jobs.schedule()
     assert wait_until(sft, lambda s: s["state"] in ("completed", "failed"))["state"] == "completed"
+    wait_until(sft, lambda s: not jobs.worker_alive(s))  # the queue starts the next job once this worker has exited
     path = jobs.create_job(JobConfig(**tiny, method="grpo", init_adapter=sft.name, max_steps=4, save_steps=1,
                                      max_completion_length=16), name="grpo")
     assert jobs.schedule() == path.name
@@ -123,6 +130,7 @@ def test_grpo_from_a_finished_sft_adapter_cancels_and_resumes_on_one_curve(data_
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and all("reward" in r and "kl" in r for r in rows)
     sft_config = json.loads((adapter_dir(sft) / "adapter_config.json").read_text())
     assert json.loads((adapter_dir(path) / "adapter_config.json").read_text())["r"] == sft_config["r"]
+    assert not (adapter_dir(path) / "ref").exists()  # TRL's frozen reference copy of it is not saved
     assert "from the adapter of job" in publish.model_card(path, merged=False)
 
 
@@ -132,3 +140,20 @@ def test_a_missing_or_unfinished_starting_adapter_is_refused_by_name(data_root):
     queued = jobs.create_job(JobConfig(max_steps=1))
     with pytest.raises(jobs.JobError, match="not completed"):
         starting_adapter(JobConfig(method="grpo", init_adapter=queued.name))
+
+
+def test_prompts_carry_the_problem_and_its_gold_answer_and_chat_only_data_is_refused(embedded_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_dir)
+    dataset = prompt_dataset(JobConfig(method="grpo", max_samples=3), tokenizer)
+    assert len(dataset) == 3 and dataset.column_names == ["prompt", "problem", "answer"]
+    for row in dataset:
+        assert [m["role"] for m in row["prompt"]] == ["system", "user"]
+        assert row["prompt"][1]["content"] == row["problem"]
+        assert row["answer"]
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi"},
+                                              {"role": "assistant", "content": "Hello"}]}) + "\n")
+    with pytest.raises(DataError, match="no examples with a gold answer"):
+        prompt_dataset(JobConfig(method="grpo", dataset=f"file:{chats}"), tokenizer)

@@ -129,6 +129,10 @@ class JobConfig:
         "raise it to 256 or more for GSM8K and MATH.")})
     beta: float = field(default=0.04, metadata={"group": "Advanced", "label": "grpo: KL beta", "help": (
         "grpo: KL coefficient that keeps the policy near where it started; 0 skips the reference pass (faster).")})
+    grpo_learning_rate: float = field(default=5e-5, metadata={
+        "group": "Advanced", "label": "grpo: learning rate", "help": (
+        "grpo: the peak rate, used as written (learning_rate is SFT's). Reinforcement steps want a far lower rate "
+        "than imitation: with LoRA about 1e-5 to 1e-4.")})
     temperature: float = field(default=1.0, metadata={
         "group": "Advanced", "label": "grpo: temperature", "help": "grpo: sampling temperature of the replies."})
     answer_reward_weight: float = field(default=1.0, metadata={
@@ -180,6 +184,7 @@ class JobConfig:
              f"multiple of num_generations ({self.num_generations}), e.g. {self.num_generations * 4}"),
             (1 <= self.max_completion_length <= 131072, "max_completion_length", "use 1 or more tokens, such as 256"),
             (0 <= self.beta < 10, "beta", "use 0 (no KL penalty) or a small value such as 0.04"),
+            (0 < self.grpo_learning_rate < 1, "grpo_learning_rate", "use a positive rate below 1, such as 5e-5"),
             (0 < self.temperature <= 10, "temperature", "use a positive temperature such as 1.0"),
             (self.answer_reward_weight >= 0, "answer_reward_weight", "use 0 or more, such as 1.0"),
             (self.format_reward_weight >= 0, "format_reward_weight", "use 0 or more, such as 0.2"),

@@ -8,7 +8,8 @@ the model's chat template takes them). TRL samples `num_generations` replies to 
     format_reward   0.5 for reasoning in <think>...</think> at the start, 0.5 for a \\boxed{} answer after it
 
 weighted by answer_reward_weight and format_reward_weight (a weight of 0 leaves that reward out). The policy is a
-LoRA adapter on the base (4-bit where quantization says so) or a completed job's adapter trained on (init_adapter).
+LoRA adapter on the base (4-bit where quantization says so) or a completed job's adapter trained on (init_adapter),
+at grpo_learning_rate as written. On a CPU a step holds one group of replies (completions_per_step).
 """
 
 import functools
@@ -68,10 +69,10 @@ class Samples(TrainerCallback):
 
     def recorded(self, reward):
         @functools.wraps(reward)  # TRL logs each reward under its function's name
-        def scored(prompts, completions, answer, **kwargs):
+        def scored(completions, answer, problem, **kwargs):
             scores = reward(completions=completions, answer=answer, **kwargs)
-            self.batch.update({"problem": [p[-1]["content"] for p in prompts], "answer": answer,
-                               "reply": [reply_text(c) for c in completions], reward.__name__: scores})
+            self.batch.update({"problem": problem, "answer": answer, "reply": [reply_text(c) for c in completions],
+                               reward.__name__: scores})
             return scores
 
         return scored
@@ -91,7 +92,8 @@ class Samples(TrainerCallback):
 
 
 def prompt_dataset(config: JobConfig, tokenizer):
-    """A `datasets.Dataset` of chat prompts (system prompt, problem) with their gold answers."""
+    """A `datasets.Dataset` of chat prompts (system prompt, problem) with their problems and gold answers, which TRL
+    passes on to the rewards."""
     from datasets import Dataset
 
     examples = load_examples(config.dataset, config.dataset_split, config.max_samples, config.seed)
@@ -100,7 +102,8 @@ def prompt_dataset(config: JobConfig, tokenizer):
         raise DataError(f"{config.dataset} has no examples with a gold answer: GRPO rewards replies by their final "
                         "answer, so give a spec with problems and answers (GSM8K, MATH, builtin:basic-math, ...).")
     prompts = [fit_messages(to_messages(example, config.system_prompt)[:-1], tokenizer) for example in examples]
-    return Dataset.from_dict({"prompt": prompts, "answer": [example["answer"] for example in examples]})
+    return Dataset.from_dict({"prompt": prompts, "problem": [example["problem"] for example in examples],
+                              "answer": [example["answer"] for example in examples]})
 
 
 def starting_adapter(config: JobConfig) -> Path:
@@ -135,9 +138,9 @@ def build_grpo_trainer(config: JobConfig, path: Path):
     rewards = reward_functions(config)
     samples = Samples(path, {reward.__name__: weight for reward, weight in rewards})
     args = GRPOConfig(
-        **trainer_args(config, path, completions_per_step(config)), num_generations=config.num_generations,
-        max_completion_length=config.max_completion_length, beta=config.beta, temperature=config.temperature,
-        reward_weights=[weight for _, weight in rewards],
+        **{**trainer_args(config, path, completions_per_step(config)), "learning_rate": config.grpo_learning_rate},
+        num_generations=config.num_generations, max_completion_length=config.max_completion_length, beta=config.beta,
+        temperature=config.temperature, reward_weights=[weight for _, weight in rewards],
     )
     model, lora = load_base(config, model_path), lora_config(config)
     if config.init_adapter:  # trained on as it is: its own LoRA settings, and with beta, a frozen copy as reference

@@ -323,7 +323,7 @@ def save_adapter(trainer, tokenizer, config: JobConfig, path: Path) -> None:
     """Write the adapter atomically: a folder that exists is a complete, loadable adapter."""
     tmp = partial_adapter(path)
     shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(tmp)
+    trainer.model.save_pretrained(tmp, selected_adapters=["default"])  # not GRPO's frozen reference copy, "ref"
     tokenizer.save_pretrained(tmp)
     config.save(config_file(tmp))
     shutil.rmtree(adapter_dir(path), ignore_errors=True)
