@@ -30,8 +30,9 @@ from trainer.data import check_files
 from trainer.answers import check_student_answer, extract_answer
 from trainer.models import EMBEDDED, OUT_OF_MEMORY_RE, Kind, ModelChoice, ModelError, check_model_fit, resolve_model
 from trainer.store import State, storage_warning
+from tutor import eval_job, eval_view
 from tutor.chat import ChatSettings, stream_reply
-from tutor.evaluate import BENCHMARKS, EvalConfig, default_report_path, evaluate, summary_lines, write_report
+from tutor.evaluate import BENCHMARKS, EvalConfig, summary_lines
 from tutor.models import list_choices
 from tutor.render import LATEX_DELIMITERS, normalize_latex, reply_messages, split_reasoning
 from tutor.serving import batching_enabled, on_zero_gpu
@@ -559,7 +560,7 @@ def card_markdown(card: str) -> str:
 def completed_jobs() -> list[tuple[str, str]]:
     """(label, job id) for every completed job, newest first."""
     return [(f"{s['name']} · {s['id']}" if s.get("name") else s["id"], s["id"])
-            for s in reversed(jobs.list_jobs()) if s["state"] == State.COMPLETED]
+            for s in reversed(jobs.list_jobs()) if s["state"] == State.COMPLETED and s.get("kind") != "eval"]
 
 
 def publish_job_dir(job_id):
@@ -892,7 +893,7 @@ def build_tutor():
     for event in events:  # after an error too
         event.then(lambda: gr.Button(interactive=True), None, send, queue=False, api_visibility="private")
     stop.click(lambda: gr.Button(interactive=True), None, send, cancels=events, queue=False, api_visibility="private")
-    clear.click(lambda: ([], [], {}), None, [turns, chatbot, practice], api_visibility="private")
+    clear.click(lambda: ([], [], {}, {}, ""), None, [turns, chatbot, practice, ladder, hint], api_visibility="private")
     # A finished job's adapter or a merged model appears in the list as soon as the picker is opened: no restart.
     gr.on([refresh.click, model.focus], lambda: gr.Dropdown(choices=list_choices()), None, model,
           show_progress="hidden", api_visibility="private")
@@ -917,22 +918,60 @@ def build_tutor():
     gr.api(chat, api_name="chat")  # the tutor for other apps: gradio_client's submit(..., api_name="/chat") streams
 
 
-def run_evaluation(password, model, adapter, benchmark, limit, batch_size, max_new_tokens, progress=gr.Progress()):
-    """Evaluate base (and adapter) on the same problems; show accuracy side by side and where they disagree."""
+def queue_evaluation(password, model, adapter, benchmark, data_file, limit, batch_size, max_new_tokens):
+    """Queue an evaluation of base (and adapter) on the same problems; it runs in the job queue, in turn with training."""
     check_instructor(password)
-    config = EvalConfig(model=model or "", adapter=adapter or "", benchmark=benchmark, limit=int(limit or 0),
-                        batch_size=int(batch_size or 0), max_new_tokens=int(max_new_tokens or 0))  # 0: refused
     try:
-        report = evaluate(config, progress=lambda done, total, name: progress((done, total), desc=name, unit="problems"))
-    except (ModelError, ValueError) as exc:
+        config = EvalConfig(model=(model or "").strip(), adapter=adapter or "", benchmark=benchmark,
+                            data_file=(data_file or "").strip(), limit=int(limit or 0),
+                            batch_size=int(batch_size or 0), max_new_tokens=int(max_new_tokens or 0))
+        job = eval_job.queue_evaluation(config)
+    except (ModelError, ValueError, TypeError) as exc:
         raise UserError(str(exc)) from None
-    path = write_report(report, default_report_path(config))
-    accuracy = pd.DataFrame([{"model": f"{role}: {run['model']}", "accuracy": round(100 * run["accuracy"], 1)}
-                             for role, run in report["summary"].items()])
-    disagree = pd.DataFrame([[d["id"], d["question"], d["gold"], d["base"]["extracted"], d["adapter"]["extracted"],
-                              "adapter" if d["adapter"]["correct"] else "base"] for d in report.get("disagreements", [])],
-                            columns=["id", "question", "gold", "base answer", "adapter answer", "right"])
-    return "\n\n".join(summary_lines(report)), accuracy, disagree, download_copy(path)
+    jobs.schedule()
+    return gr.Dropdown(choices=eval_jobs(), value=job.name)
+
+
+def eval_jobs() -> list[tuple[str, str]]:
+    """(label, id) of every evaluation job, newest first."""
+    return [(f"{s['name']} · {s['state']}", s["id"]) for s in reversed(jobs.list_jobs()) if s.get("kind") == "eval"]
+
+
+def evaluation_view(password, job_id, show, seen=None):
+    """The Evaluate tab's view of one evaluation job: status, progress per batch, and once done the accuracy chart,
+    the problems and the report. `seen` (the state and step last shown) skips a redraw when nothing changed."""
+    nothing = ("", "", None, None, None)
+    if instructor_refusal(password) or not job_id:
+        return *nothing, None
+    try:
+        path = store.job_dir(job_id)
+    except store.JobError as exc:
+        return str(exc), *nothing[1:], None
+    status = jobs.refresh(path)
+    mark = f"{status['state']}:{status.get('step')}:{show}"
+    if mark == seen:
+        return *[gr.skip()] * 5, seen
+    facts = f"**{html.escape(str(status.get('name')))}** · `{status['state']}`"
+    if status.get("queue_place"):
+        facts += f" · #{status['queue_place']} in queue"
+    if status.get("reason"):
+        facts += f"\n\n> {html.escape(status['reason'])}"
+    reports = store.read_reports(path)
+    if not reports:
+        return facts, progress_html(status, {}), None, None, None, mark
+    report = reports[-1]
+    facts += "\n\n" + "\n\n".join(summary_lines(report))
+    return (facts, progress_html(status, {}), eval_view.accuracy_figure(report),
+            eval_view.problem_table(report, show), download_copy(report["file"]), mark)
+
+
+def cancel_evaluation(password, job_id):
+    check_instructor(password)
+    try:
+        jobs.cancel_job(job_id or "")
+    except store.JobError as exc:
+        raise UserError(str(exc)) from None
+    return gr.Dropdown(choices=eval_jobs(), value=job_id)
 
 
 def download_copy(path) -> str:
@@ -955,19 +994,38 @@ def build_evaluate(password: gr.Textbox):
             adapter = gr.Dropdown(adapter_choices(), value=None, label="Adapter (a finished job)",
                                   allow_custom_value=True)
             benchmark = gr.Dropdown(list(BENCHMARKS), value=config.benchmark, label="Benchmark")
+            data_file = gr.Textbox(label="Test file on the server (optional)", info="JSONL, JSON, CSV or Parquet in "
+                                   "any schema training reads; empty: the benchmark's own test set")
             limit = gr.Number(50, label="Problems (0 for all)", precision=0)
-            batch_size = gr.Number(config.batch_size, label="Batch size", precision=0)
+            batch_size = gr.Number(config.batch_size, label="Batch size (0: as many as fit)", precision=0)
             max_new_tokens = gr.Number(config.max_new_tokens, label="Max new tokens", precision=0)
-            run = gr.Button("Evaluate", variant="primary")
+            run = gr.Button("Queue evaluation", variant="primary")
+            job = gr.Dropdown(eval_jobs(), value=None, label="Evaluation jobs", elem_id="eval-job",
+                              allow_custom_value=True)  # a fresh API client has no choices; the view checks the id
+            cancel = gr.Button("Cancel evaluation", size="sm")
         with gr.Column(scale=2):
             summary = gr.Markdown(elem_id="eval-summary")
-            accuracy = gr.BarPlot(x="model", y="accuracy", title="Accuracy (%)", height=220, y_lim=[0, 100])
-            disagree = gr.Dataframe(label="Problems where base and adapter disagree", wrap=True, interactive=False)
+            progress = gr.HTML(elem_id="eval-progress")
+            accuracy = gr.Plot(label="Accuracy with 95% intervals")
+            show = gr.Radio(eval_view.SHOW, value="all", label="Problems")
+            problems = gr.Dataframe(label="Problems and replies", wrap=True, interactive=False, max_height=420)
             report = gr.File(label="Report (JSON)")
-    run.click(run_evaluation, [password, model, adapter, benchmark, limit, batch_size, max_new_tokens],
-              [summary, accuracy, disagree, report])
+    with gr.Accordion("Every evaluation, side by side", open=False):
+        compare = gr.Dataframe(eval_view.comparison_table, wrap=True, interactive=False)
+        refresh = gr.Button("Refresh", size="sm")
+    seen = gr.State()
+    view = [summary, progress, accuracy, problems, report, seen]
+    run.click(queue_evaluation, [password, model, adapter, benchmark, data_file, limit, batch_size, max_new_tokens],
+              job, api_name="evaluate")
+    cancel.click(cancel_evaluation, [password, job], job, api_name="cancel_evaluation")
+    job.change(evaluation_view, [password, job, show], view, show_progress="hidden", api_name="evaluation")
+    show.change(evaluation_view, [password, job, show], view, show_progress="hidden", api_visibility="private")
+    gr.Timer(2).tick(evaluation_view, [password, job, show, seen], view, show_progress="hidden",
+                     api_visibility="private")
     adapter.focus(lambda: gr.Dropdown(choices=adapter_choices()), None, adapter, show_progress="hidden",
                   api_visibility="private")  # a job finished since the page loaded is there when the list opens
+    job.focus(lambda: gr.Dropdown(choices=eval_jobs()), None, job, show_progress="hidden", api_visibility="private")
+    refresh.click(eval_view.comparison_table, None, compare, api_visibility="private")
 
 
 def build_app() -> gr.Blocks:

@@ -114,6 +114,10 @@ def test_find_mistake_through_the_api(data_root, tmp_path):
                                api_name="/find_mistake")
         right = client.predict(NATALIA, "48/2 = <<48/2=24>>24\n48+24 = <<48+24=72>>72\n#### 72", "",
                                api_name="/find_mistake")
+        judged = client.predict(NATALIA, "In May she sold twice as many.\n48*2 = 96\n#### 96",
+                                "embedded:smollm2-135m-instruct", api_name="/find_mistake")  # the model: step 1 only
     assert wrong["first_wrong_step"] == 2 and "15/3 = 5, not 6" in wrong["explanation"]
+    assert judged["first_wrong_step"] in (1, None) and judged["explanation"]
+    assert ("judged by the model" in judged["explanation"]) == (judged["first_wrong_step"] == 1)
     assert right == {"first_wrong_step": None, "explanation": right["explanation"]}
     assert "No wrong step found" in right["explanation"]
