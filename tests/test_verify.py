@@ -23,6 +23,10 @@ def test_known_answers_come_from_the_problem_only():
     assert known_answer("If 3x + 7 = 22, what is x?").values == {5}
     assert known_answer("Natalia sold clips to 48 of her friends, and half as many in May. How many?") is None
     assert known_answer("Solve x + y = 3 and x - y = 1") is None  # two unknowns: not checked here
+    assert known_answer("If 3x + 7 = 22, what is 2x?") is None  # asks for something else than x
+    assert known_answer("Is 12*7+5 more than 80?") is None  # not a question about its value
+    assert known_answer("Tom had 3 bags. What is 12*7+5?") is None  # a story around it
+    assert known_answer("Find the value of x if 2x = 9.").values == {4.5}
 
 
 @pytest.mark.parametrize("student, correct, words", [

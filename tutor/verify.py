@@ -21,6 +21,8 @@ SAMPLES_GPU, SAMPLES_CPU = 5, 3  # sampled solutions per check: a CPU makes fewe
 
 _ASSIGN_RE = re.compile(r"(?<![A-Za-z])[A-Za-z]\s*(?:_\s*\d+\s*)?=")
 _LIST_SPLIT_RE = re.compile(r",|;|\bor\b|\band\b", re.I)
+_ASKS_VALUE_RE = re.compile(r"\b(?:what is|what's|compute|calculate|evaluate|find|simplify|work out)\b", re.I)
+_NUMBER_RE = re.compile(r"\d*\.?\d+")
 _SET_BRACKETS_RE = re.compile(r"\\[{}]|[{}\[\]]")
 
 
@@ -53,16 +55,30 @@ def _show_value(value: float) -> str:
     return f"{value:g}" if abs(value) < 1e15 else str(value)
 
 
+def _asks_for(unknown: str, problem: str) -> bool:
+    """Whether the problem asks to solve its equation or for the unknown itself."""
+    asks = rf"\b(?:solve|roots?|solutions?|zeros?)\b|(?:what|find|value of|determine)\W+(?:is\W+)?\$?{unknown}(?!\w)(?!\s*[-+*/^(])"
+    return re.search(asks, problem, re.I) is not None
+
+
+def _only_numbers_of(expression: str, problem: str) -> bool:
+    """Whether the expression holds every number in the problem ("What is 12*7+5?", not a story around it)."""
+    return sorted(_NUMBER_RE.findall(plain_math(problem))) == sorted(_NUMBER_RE.findall(expression))
+
+
 def known_answer(problem: str) -> Known | None:
     """The answer the problem gives when checked exactly, or None (see the module's docstring)."""
-    roots = equation_roots(problem or "")
+    problem = problem or ""
+    roots = equation_roots(problem)
     if len(roots) == 1:
         ((unknown, (values, equation)),) = roots.items()
+        if not _asks_for(unknown, problem):  # "If 3x + 7 = 22, what is 2x?" asks for something else
+            return None
         shown = ", ".join(f"{unknown} = {_show_value(v)}" for v in sorted(values)) or "no real solution"
         return Known(frozenset(values), shown, f"the roots of {equation.removesuffix(' (the problem)')}, checked by "
                      "substituting them back")
-    found = expressions(problem or "")
-    if len(found) == 1 and not roots:
+    found = expressions(problem)
+    if len(found) == 1 and not roots and _ASKS_VALUE_RE.search(problem) and _only_numbers_of(found[0], problem):
         try:
             value = to_sympy(found[0])
         except Unchecked:
