@@ -12,7 +12,7 @@ from trainer.data import DataError
 from trainer.grpo import (
     Samples, answer_reward, format_reward, prompt_dataset, reward_functions, starting_adapter,
 )
-from trainer.store import adapter_dir, read_progress, read_samples
+from trainer.store import adapter_dir, append_progress, append_samples, read_progress, read_samples
 from trainer.train import last_checkpoint, reward_columns
 
 GOOD = "<think>\n3 + 4 = 7\n</think>\n\nThe answer is \\boxed{7}."
@@ -157,3 +157,18 @@ def test_prompts_carry_the_problem_and_its_gold_answer_and_chat_only_data_is_ref
                                               {"role": "assistant", "content": "Hello"}]}) + "\n")
     with pytest.raises(DataError, match="no examples with a gold answer"):
         prompt_dataset(JobConfig(method="grpo", dataset=f"file:{chats}"), tokenizer)
+
+
+def test_the_monitor_shows_the_reward_its_parts_and_the_last_sampled_replies(tmp_path):
+    import app
+
+    append_progress(tmp_path, {"step": 1, "loss": 0.0, **reward_columns({
+        "reward": 0.6, "frac_reward_zero_std": 0.5, "kl": 0.002, "completions/mean_length": 80.0,
+        "rewards/answer_reward/mean": 0.5, "rewards/format_reward/mean": 0.5})})
+    append_samples(tmp_path, [{"step": 1, "problem": "old", "answer": "1", "reply": "x", "reward": 0.0}])
+    append_samples(tmp_path, [{"step": 2, "problem": "3 + 4?", "answer": "7", "reply": GOOD, "reward": 1.2}])
+    (text,) = app.reward_facts(read_progress(tmp_path), read_samples(tmp_path))
+    assert "**reward 0.600** (answer 0.50, format 0.50, no-signal groups 50%, replies 80 tokens, KL 0.002)" in text
+    assert "step 2 to: 3 + 4?" in text and "- reward 1.20: `<think> 3 + 4 = 7 </think> The answer is" in text
+    assert "old" not in text
+    assert app.reward_facts([{"step": 1, "loss": 0.5}], []) == []  # an SFT job's monitor is as it was
