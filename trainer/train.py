@@ -213,8 +213,14 @@ def load_base(config: JobConfig, model_path: str):
         device_map = {"": int(os.environ["LOCAL_RANK"])} if "LOCAL_RANK" in os.environ else "auto"
     # No fp32 upcast of norms and embeddings (peft's prepare_model_for_kbit_training): it doubles activation memory and
     # slows every step; PEFT freezes the base, TRL keeps the adapters in bf16 and enables input grads for checkpointing.
-    return AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, quantization_config=quant,
-                                                device_map=device_map, attn_implementation=attention_for(config))
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, quantization_config=quant,
+                                                 device_map=device_map, attn_implementation=attention_for(config))
+    # bitsandbytes' 4-bit layers on a CPU with AVX512-BF16 repack themselves in eval mode for a bf16 inference kernel
+    # that has no backward, and stay so: after an evaluation, training's gradients would skip them. Keep them off it.
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+    return model
 
 
 def load_tokenizer(config: JobConfig):
