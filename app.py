@@ -37,7 +37,7 @@ from tutor.models import list_choices
 from tutor.render import LATEX_DELIMITERS, normalize_latex, reply_messages, split_reasoning
 from tutor.serving import batching_enabled, on_zero_gpu
 from tutor.steps import find_mistake as find_first_mistake, model_judge, split_steps
-from tutor.verify import SAMPLES_CPU, SAMPLES_GPU, badge, grade, known_answer, sample_answers, sampled_known
+from tutor.verify import badge, grade, known_answer, sample_answers, sample_count, sampled_known
 from tutor.hints import RUNGS, model_generate, next_hint
 
 log = logging.getLogger("app")
@@ -459,11 +459,16 @@ def picked_row(event: gr.SelectData):
     return gr.Dropdown(value=event.row_value[0]) if event.row_value else gr.skip()
 
 
-# Keeps the picked job in the page's address, so that a reload (or a shared link) monitors it again.
-JOB_IN_ADDRESS_JS = """(job) => {
-    const url = new URL(window.location.href);
-    if (job) { url.searchParams.set("job", job); } else { url.searchParams.delete("job"); }
-    window.history.replaceState(null, "", url);
+# Keeps the picked job in the page's address, so that a reload (or a shared link) monitors it again. Runs in the page
+# before each tick, passing its inputs on; without a pick it leaves the address alone, so that the first tick after a
+# reload still sends the job to pick.
+JOB_IN_ADDRESS_JS = """(password, job) => {
+    if (job) {
+        const url = new URL(window.location.href);
+        url.searchParams.set("job", job);
+        window.history.replaceState(null, "", url);
+    }
+    return [password, job];
 }"""
 
 
@@ -531,7 +536,6 @@ def build_train(password: gr.Textbox):
                   api_visibility="private")
     monitor = [facts, progress, loss_plot, lr_plot, log, cancel_btn, resume_btn, delete_btn, edit_btn]
     job.change(job_view, [password, job], monitor, api_visibility="private")
-    job.change(None, job, None, js=JOB_IN_ADDRESS_JS)
     jobs_df.select(picked_row, None, job, api_visibility="private")
     for button, action in [(cancel_btn, "cancel"), (resume_btn, "resume"), (confirm_btn, "delete")]:
         button.click(job_action, [password, gr.State(action), job], job)  # api names job_action, _1, _2
@@ -539,8 +543,8 @@ def build_train(password: gr.Textbox):
     gr.on([confirm_btn.click, keep_btn.click, job.change], lambda: gr.Row(visible=False), None, confirm_row,
           api_visibility="private")
     edit_btn.click(job_config_values, [password, job], ordered, api_visibility="private")
-    gr.Timer(2).tick(refresh_jobs, [password, job], [jobs_df, job, *monitor], show_progress="hidden",
-                     api_visibility="private")
+    gr.Timer(2).tick(refresh_jobs, [password, job], [jobs_df, job, *monitor], js=JOB_IN_ADDRESS_JS,
+                     show_progress="hidden", api_visibility="private")
 
 
 # ---------------------------------------------------------------- Publish
@@ -813,19 +817,13 @@ def verify_by_sampling(turns, sampled, model, temperature, top_p, max_new_tokens
         return "Ask the tutor a question first.", sampled
     question = turns[last]["content"]
     settings = checked_settings(temperature or ChatSettings.temperature, top_p, max_new_tokens, system_prompt, False)
-    on_gpu = torch_cuda_available()
+    count, on_gpu = sample_count()
     try:
-        answers = sample_answers(checked_model(model), turns[:last + 1], settings, SAMPLES_GPU if on_gpu else SAMPLES_CPU)
+        answers = sample_answers(checked_model(model), turns[:last + 1], settings, count)
     except (ModelError, ValueError) as exc:
         raise UserError(str(exc)) from None
     known, words = sampled_known(answers, on_gpu)
     return words, {**sampled, question: known} if known else sampled
-
-
-def torch_cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 @gpu
@@ -962,7 +960,11 @@ def evaluation_view(password, job_id, show, seen=None):
     report = reports[-1]
     facts += "\n\n" + "\n\n".join(summary_lines(report))
     return (facts, progress_html(status, {}), eval_view.accuracy_figure(report),
-            eval_view.problem_table(report, show), download_copy(report["file"]), mark)
+            eval_view.problem_table(report, show), str(download_copy(report["file"])), mark)
+
+
+def evaluation_comparison(password):
+    return None if instructor_refusal(password) else eval_view.comparison_table()
 
 
 def cancel_evaluation(password, job_id):
@@ -979,7 +981,7 @@ def download_copy(path) -> str:
     (or the working folder) only, and opening it the whole data root (jobs, logs, models) would hand that to anyone."""
     folder = Path(tempfile.gettempdir()) / f"math-studio-{os.getpid()}"
     folder.mkdir(exist_ok=True)
-    return shutil.copy(path, folder / Path(path).name)
+    return str(shutil.copy(path, folder / Path(path).name))
 
 
 def adapter_choices() -> list[tuple[str, str]]:
@@ -1010,8 +1012,8 @@ def build_evaluate(password: gr.Textbox):
             show = gr.Radio(eval_view.SHOW, value="all", label="Problems")
             problems = gr.Dataframe(label="Problems and replies", wrap=True, interactive=False, max_height=420)
             report = gr.File(label="Report (JSON)")
-    with gr.Accordion("Every evaluation, side by side", open=False):
-        compare = gr.Dataframe(eval_view.comparison_table, wrap=True, interactive=False)
+    with gr.Accordion("Every evaluation, side by side", open=False) as every:
+        compare = gr.Dataframe(wrap=True, interactive=False)
         refresh = gr.Button("Refresh", size="sm")
     seen = gr.State()
     view = [summary, progress, accuracy, problems, report, seen]
@@ -1025,7 +1027,8 @@ def build_evaluate(password: gr.Textbox):
     adapter.focus(lambda: gr.Dropdown(choices=adapter_choices()), None, adapter, show_progress="hidden",
                   api_visibility="private")  # a job finished since the page loaded is there when the list opens
     job.focus(lambda: gr.Dropdown(choices=eval_jobs()), None, job, show_progress="hidden", api_visibility="private")
-    refresh.click(eval_view.comparison_table, None, compare, api_visibility="private")
+    for event in (every.expand, refresh.click):
+        event(evaluation_comparison, password, compare, api_visibility="private")
 
 
 def build_app() -> gr.Blocks:

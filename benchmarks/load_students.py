@@ -48,6 +48,11 @@ QUESTIONS = [
     "Solve x^2 - 5x + 6 = 0.",
     "What is the next prime number after 23?",
 ]
+# The adversarial student (--adversary): the longest history the limits allow (400 messages, 200,000 characters, far
+# more tokens than any context), and symbolic answers to "Check my answer": the tower that took 5.3 s of the one shared
+# checker (now refused before sympy), and a product whose expansion runs into the checker's deadline.
+WORST_HISTORY = [{"role": role, "content": "1 + " * 125} for _ in range(200) for role in ("user", "assistant")]
+WORST_ANSWERS = ["9^{9^{9^{9}}}", "(a+b+c+d+e+f)^{999}(x+y+z+w)^{999}"]
 BUSY = "Queue is full"  # what gradio_client raises when the app's queue is full (the page says "currently busy")
 
 
@@ -96,6 +101,49 @@ def student(url: str, until: float, model: str, max_new_tokens: int, seed: int, 
         time.sleep(rng.uniform(1, 3))
 
 
+def call_hidden(url: str, api_name: str, data: list, session: str) -> dict:
+    """Call a handler kept off the API as the page does (by index, through the queue, in `session`)."""
+    import httpx
+
+    config = httpx.get(f"{url}/config", timeout=60).json()
+    (index,) = [d["id"] for d in config["dependencies"] if d.get("api_name") == api_name]
+    httpx.post(f"{url}/gradio_api/queue/join", timeout=60, json={
+        "data": data, "fn_index": index, "session_hash": session, "event_data": None, "trigger_id": None})
+    with httpx.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session}, timeout=600) as events:
+        for line in events.iter_lines():
+            message = json.loads(line[len("data:"):]) if line.startswith("data:") else {}
+            if message.get("msg") == "process_completed":
+                return message
+    return {}
+
+
+def adversary(url: str, until: float, model: str, max_new_tokens: int, results: list, lock) -> None:
+    """One student sending the worst history and the worst answers within the limits, over and over."""
+    import uuid
+
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    session = uuid.uuid4().hex
+    call_hidden(url, "new_practice", [None], session)  # a practice problem, so that the checks reach the checker
+    while time.monotonic() < until:
+        started = time.monotonic()
+        checks = [threading.Thread(target=call_hidden, args=(url, "check_answer", [answer, None, None], session))
+                  for answer in WORST_ANSWERS]
+        for check in checks:
+            check.start()
+        try:
+            client.predict("What is 2 + 2?", WORST_HISTORY, model, 0.7, 0.9, max_new_tokens, "", False,
+                           api_name="/chat")
+            outcome = "answered"
+        except Exception as exc:  # noqa: BLE001 - recorded: a refusal of the history would be a limit too tight
+            outcome = f"{type(exc).__name__}: {exc}"
+        for check in checks:
+            check.join()
+        with lock:
+            results.append({"outcome": outcome, "round_s": round(time.monotonic() - started, 1)})
+
+
 def memory_sampler(pid: int | None, stop: threading.Event, samples: list, every_s: float = 5.0) -> None:
     """RSS of the app and of its children (a training worker), and the machine's available memory, in MiB."""
     started = time.monotonic()
@@ -114,15 +162,18 @@ def memory_sampler(pid: int | None, stop: threading.Event, samples: list, every_
 
 
 def run_load(url: str, students: int, seconds: float, model: str = EMBEDDED, max_new_tokens: int = 48,
-             app_pid: int | None = None) -> dict:
-    """`students` threads chatting for `seconds`; returns the report (see the module docstring)."""
-    results, lock, stop, memory = [], threading.Lock(), threading.Event(), []
+             app_pid: int | None = None, with_adversary: bool = False) -> dict:
+    """`students` threads chatting for `seconds` (and the adversary beside them); returns the report (see the module
+    docstring)."""
+    results, lock, stop, memory, attacks = [], threading.Lock(), threading.Event(), [], []
     sampler = threading.Thread(target=memory_sampler, args=(app_pid, stop, memory), daemon=True)
     sampler.start()
     started = time.monotonic()
     until = started + seconds
     threads = [threading.Thread(target=student, args=(url, until, model, max_new_tokens, i, results, lock))
                for i in range(students)]
+    if with_adversary:
+        threads.append(threading.Thread(target=adversary, args=(url, until, model, max_new_tokens, attacks, lock)))
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -143,6 +194,7 @@ def run_load(url: str, students: int, seconds: float, model: str = EMBEDDED, max
                     "p95": percentile([r["total_s"] for r in served], 0.95)},
         "reply_chars_mean": round(statistics.mean([r["chars"] for r in served]), 1) if served else None,
         "memory": memory,
+        **({"adversary": attacks} if with_adversary else {}),
     }
 
 
@@ -227,6 +279,8 @@ def main() -> int:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--model", default=EMBEDDED)
     parser.add_argument("--train", action="store_true", help="keep a training job running meanwhile")
+    parser.add_argument("--adversary", action="store_true",
+                        help="run twice, without and with one student sending the worst history and answers")
     parser.add_argument("--url", help="a running app instead of starting one (no memory figures for the app)")
     parser.add_argument("--out", help="write the report as JSON here")
     args = parser.parse_args()
@@ -240,6 +294,10 @@ def main() -> int:
             while jobs.refresh(path).get("step", 0) < 1:  # the worker is training before the students come
                 time.sleep(1)
         report = run_load(url, args.students, args.seconds, args.model, args.max_new_tokens, pid)
+        if args.adversary:
+            attacked = run_load(url, args.students, args.seconds, args.model, args.max_new_tokens, pid, True)
+            report = {"without": report, "with_adversary": attacked,
+                      "first_token_p95_ratio": round(attacked["first_token_s"]["p95"] / report["first_token_s"]["p95"], 2)}
         if job:
             report["training"] = {"job": job, "steps_during_load": jobs.refresh(path)["step"]}
             job_action(url, "/job_action", job)  # cancel
@@ -255,10 +313,14 @@ def main() -> int:
     text = json.dumps(report, indent=1)
     if args.out:
         Path(args.out).write_text(text)
-    summary = {k: v for k, v in report.items() if k != "memory"}
-    peak = max(((m.get("app_mib") or 0) + (m.get("children_mib") or 0) for m in report["memory"]), default=None)
-    print(json.dumps({**summary, "peak_app_and_worker_mib": peak}, indent=1))
-    return 0 if not report["errors"] else 1
+    runs = [report["without"], report["with_adversary"]] if args.adversary else [report]
+    for run in runs:
+        summary = {k: v for k, v in run.items() if k != "memory"}
+        peak = max(((m.get("app_mib") or 0) + (m.get("children_mib") or 0) for m in run["memory"]), default=None)
+        print(json.dumps({**summary, "peak_app_and_worker_mib": peak}, indent=1))
+    if args.adversary:
+        print(f"first token p95 with the adversary / without: {report['first_token_p95_ratio']}")
+    return 0 if not any(run["errors"] for run in runs) else 1
 
 
 if __name__ == "__main__":

@@ -170,7 +170,7 @@ def respond(w, message, **settings):
 
 
 def evaluation(model="", adapter="", benchmark="gsm8k", limit=2, batch_size=2, max_new_tokens=8):
-    return app.run_evaluation, ("", model, adapter, benchmark, limit, batch_size, max_new_tokens)
+    return app.queue_evaluation, ("", model, adapter, benchmark, "", limit, batch_size, max_new_tokens)
 
 
 LATEX_BOMBS = {  # sized so that the quadratic code they once hit took minutes here (now: a fraction of a second)
@@ -263,7 +263,7 @@ CASES = {  # id: (World -> (handler, args), what the message must say)
        for name, text in LATEX_BOMBS.items()},
     "LaTeX bomb in a question": (lambda w: (normalize_latex, ("\\frac{\\sqrt[" * 10_000,)), r"frac"),
     # ---- evaluation
-    "evaluation with an empty batch size": (lambda w: evaluation(batch_size=None), r"must be 1 or more"),
+    "evaluation with no max new tokens": (lambda w: evaluation(max_new_tokens=None), r"must be 1 or more"),
     "unknown benchmark": (lambda w: evaluation(benchmark=f"../{MARKER}"), r"Unknown benchmark"),
     "evaluation model escaping with ../": (lambda w: evaluation(model=f"../../{MARKER}"), r"neither a local folder"),
     "evaluation adapter escaping with ../": (lambda w: evaluation(adapter=f"../../{MARKER}"), r"No adapter"),
@@ -395,6 +395,7 @@ def test_bad_input_through_the_api(server, tmp_path):
     assert not [p for p in (root / "jobs").iterdir() if p.is_dir()]
     assert not escaped(root)
     assert not unexpected_errors(log.read_text())
+    assert "Traceback" not in log.read_text()  # an expected refusal is one line ("refused: ..."), not 25
 
 
 def unexpected_errors(log: str) -> list[str]:

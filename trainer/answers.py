@@ -29,6 +29,7 @@ _THEREFORE_RE = re.compile(r"\b(?:therefore|thus|hence)\b[,:]?\s*(?P<a>[^\n]+)",
 _NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 _SENTENCE_END_RE = re.compile(r"\.(?=\s|$)|[!?;](?=\s|$)")
 _WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+STUDENT_CHECK_S = 2.0  # an answer sympy cannot compare in 2 s holds one checker no longer (0.06 s is usual)
 MAX_STUDENT_ANSWER = 1000  # characters: an answer, not an essay (sympy is not given pages to parse)
 
 
@@ -175,10 +176,11 @@ _idle: list[subprocess.Popen] = []  # started and waiting for a check
 _alive: set[subprocess.Popen] = set()  # idle or checking
 _starting = 0  # being started
 _pool = threading.Condition()
-# Values sympy would compute in full before comparing: a tower of powers of numbers (9^{9^9}), an exponent of five
-# digits or more, the factorial of a number of four digits or more. Such an answer took 5 s of a shared checker each.
+# Values sympy would compute or expand in full before comparing: a tower of powers of numbers (9^{9^9}), an exponent
+# of four digits or more (x^{1000}), the factorial of a number of four digits or more. One 9^{9^{9^{9}}} held the one
+# shared checker for 5.3 s.
 _TOO_LARGE_RE = re.compile(r"\d\s*(?:\^|\*\*)\s*[{(]?\s*[+-]?\d+(?:\.\d+)?\s*[})]?\s*(?:\^|\*\*)"
-                           r"|(?:\^|\*\*)\s*[{(]?\s*[+-]?\d{5,}|\d{4,}\s*!")
+                           r"|(?:\^|\*\*)\s*[{(]?\s*[+-]?\d{4,}|\d{4,}\s*!")
 
 
 def _as_latex(answer: str) -> str:
@@ -245,6 +247,7 @@ def _take_verifier() -> subprocess.Popen:
 
 
 def _give_back(process: subprocess.Popen, healthy: bool) -> None:
+    global _starting
     with _pool:
         if healthy:
             _idle.append(process)
@@ -252,7 +255,22 @@ def _give_back(process: subprocess.Popen, healthy: bool) -> None:
             process.kill()
             process.wait()
             _alive.discard(process)
+            _starting += 1  # its replacement, started now rather than in the next student's time
+            threading.Thread(target=_replace, daemon=True, name="verifier-start").start()
         _pool.notify()
+
+
+def _replace() -> None:
+    global _starting
+    try:
+        process = _start_verifier()
+        with _pool:
+            _alive.add(process)
+            _idle.append(process)
+    finally:
+        with _pool:
+            _starting -= 1
+            _pool.notify()
 
 
 def verifiers_alive() -> int:
@@ -350,7 +368,7 @@ def check_student_answer(student: str, gold_or_reply: str) -> tuple[bool, str]:
     if too_large(answer):
         return False, ("That answer is too large to check (a tower of powers, or a huge exponent or factorial): "
                        "simplify it first.")
-    if is_equivalent(answer, gold):
+    if is_equivalent(answer, gold, timeout_s=STUDENT_CHECK_S):
         return True, "Correct! Well done."
     return False, "Not correct yet. Check your steps and try again."
 
