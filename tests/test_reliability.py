@@ -106,7 +106,7 @@ def test_impossible_jobs_are_refused_at_launch(server, tiny_model_dir):
     url, root, _ = server
     values = dict(zip([f.name for f in app.CONFIG_FIELDS], form(World(root, root, str(tiny_model_dir)))))
     for changes, message in [({"max_samples": 10**9}, "max_samples = 1000000000 is not possible"),
-                             ({"dataset": "builtin:basic-math*1000000000"}, "from 1 to 1,000,000"),
+                             ({"dataset": "builtin:basic-math*1000000000"}, "positive whole number up to 1,000,000"),
                              ({"seed": -1}, "seed = -1 is not possible"),
                              ({"dataset": "file:/etc/passwd"}, "extension the trainer cannot read"),
                              ({"dataset": "hub:../.."}, "is not a Hub dataset id")]:

@@ -111,7 +111,7 @@ def parse_part(text: str, spec: str) -> Part:
     if star:
         count_text = count_text.strip()
         if not (count_text.isascii() and count_text.isdigit()) or not 0 < int(count_text) <= MAX_SAMPLES:
-            raise DataError(f"In {text!r} the count after '*' must be a whole number from 1 to {MAX_SAMPLES:,}, "
+            raise DataError(f"In {text!r} the count after '*' must be a positive whole number up to {MAX_SAMPLES:,}, "
                             f"not {count_text!r}.")
         count, text = int(count_text), body.strip()
     source, question_mark, query = text.partition("?")
