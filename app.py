@@ -17,7 +17,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from http.cookies import SimpleCookie
 from pathlib import Path
+from urllib.parse import unquote
 
 import gradio as gr
 import pandas as pd
@@ -57,7 +59,7 @@ DATASET_TYPES = [".jsonl", ".json", ".csv", ".parquet"]  # what trainer/data.py 
 MAX_DATASET_MB = 50  # an uploaded dataset; bigger ones belong on the Hub
 # Bounds on what one request may ask for; beyond them a student gets a message instead of a stuck server.
 QUEUE_SIZE = int(os.environ.get("MATH_STUDIO_QUEUE_SIZE", "64"))  # requests waiting; beyond: "busy, try again"
-MAX_UPLOAD = "100mb"  # Gradio refuses bigger uploads (HTTP 413)
+MAX_UPLOAD = "100mb"  # a second bound on uploads, which RefuseUploads lets through from instructors only
 MAX_QUESTION_CHARS = 20_000  # about 5,000 tokens: more than the embedded model's context leaves for a question
 MAX_CONVERSATION_CHARS = 200_000  # all earlier turns sent with a question
 MAX_CONVERSATION_TURNS = 400  # messages (200 exchanges): empty turns cost no characters but tokens and time
@@ -459,17 +461,20 @@ def picked_row(event: gr.SelectData):
     return gr.Dropdown(value=event.row_value[0]) if event.row_value else gr.skip()
 
 
-# Keeps the picked job in the page's address, so that a reload (or a shared link) monitors it again. Runs in the page
-# before each tick, passing its inputs on; without a pick it leaves the address alone, so that the first tick after a
-# reload still sends the job to pick.
-JOB_IN_ADDRESS_JS = """(password, job) => {
+# Runs in the page before each tick, passing its inputs on. It keeps the picked job in the page's address, so that a
+# reload (or a shared link) monitors it again; without a pick it leaves the address alone, so that the first tick
+# after a reload still sends the job to pick. And it keeps the password box in the cookie that lets the dataset
+# upload through (RefuseUploads).
+UPLOAD_COOKIE = "math_studio_instructor"
+TICK_JS = """(password, job) => {
+    document.cookie = "%s=" + encodeURIComponent(password || "") + "; path=/; SameSite=Strict";
     if (job) {
         const url = new URL(window.location.href);
         url.searchParams.set("job", job);
         window.history.replaceState(null, "", url);
     }
     return [password, job];
-}"""
+}""" % UPLOAD_COOKIE
 
 
 def build_train(password: gr.Textbox):
@@ -543,7 +548,7 @@ def build_train(password: gr.Textbox):
     gr.on([confirm_btn.click, keep_btn.click, job.change], lambda: gr.Row(visible=False), None, confirm_row,
           api_visibility="private")
     edit_btn.click(job_config_values, [password, job], ordered, api_visibility="private")
-    gr.Timer(2).tick(refresh_jobs, [password, job], [jobs_df, job, *monitor], js=JOB_IN_ADDRESS_JS,
+    gr.Timer(2).tick(refresh_jobs, [password, job], [jobs_df, job, *monitor], js=TICK_JS,
                      show_progress="hidden", api_visibility="private")
 
 
@@ -963,6 +968,12 @@ def evaluation_view(password, job_id, show, seen=None):
             eval_view.problem_table(report, show), str(download_copy(report["file"])), mark)
 
 
+def evaluation(password, job_id, show):
+    """`/evaluation`: an evaluation job's view for the API (and a pick in the tab), refused without the password."""
+    check_instructor(password)
+    return evaluation_view(password, job_id, show)
+
+
 def evaluation_comparison(password):
     return None if instructor_refusal(password) else eval_view.comparison_table()
 
@@ -1002,7 +1013,7 @@ def build_evaluate(password: gr.Textbox):
             batch_size = gr.Number(config.batch_size, label="Batch size (0: as many as fit)", precision=0)
             max_new_tokens = gr.Number(config.max_new_tokens, label="Max new tokens", precision=0)
             run = gr.Button("Queue evaluation", variant="primary")
-            job = gr.Dropdown(eval_jobs(), value=None, label="Evaluation jobs", elem_id="eval-job",
+            job = gr.Dropdown([], value=None, label="Evaluation jobs", elem_id="eval-job",
                               allow_custom_value=True)  # a fresh API client has no choices; the view checks the id
             cancel = gr.Button("Cancel evaluation", size="sm")
         with gr.Column(scale=2):
@@ -1020,13 +1031,14 @@ def build_evaluate(password: gr.Textbox):
     run.click(queue_evaluation, [password, model, adapter, benchmark, data_file, limit, batch_size, max_new_tokens],
               job, api_name="evaluate")
     cancel.click(cancel_evaluation, [password, job], job, api_name="cancel_evaluation")
-    job.change(evaluation_view, [password, job, show], view, show_progress="hidden", api_name="evaluation")
+    job.change(evaluation, [password, job, show], view, show_progress="hidden", api_name="evaluation")
     show.change(evaluation_view, [password, job, show], view, show_progress="hidden", api_visibility="private")
     gr.Timer(2).tick(evaluation_view, [password, job, show, seen], view, show_progress="hidden",
                      api_visibility="private")
     adapter.focus(lambda: gr.Dropdown(choices=adapter_choices()), None, adapter, show_progress="hidden",
                   api_visibility="private")  # a job finished since the page loaded is there when the list opens
-    job.focus(lambda: gr.Dropdown(choices=eval_jobs()), None, job, show_progress="hidden", api_visibility="private")
+    job.focus(lambda password: gr.Dropdown(choices=[] if instructor_refusal(password) else eval_jobs()), password, job,
+              show_progress="hidden", api_visibility="private")  # students see no jobs
     for event in (every.expand, refresh.click):
         event(evaluation_comparison, password, compare, api_visibility="private")
 
@@ -1067,6 +1079,30 @@ def import_libraries() -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, TextIteratorStreamer  # noqa: F401
 
 
+class RefuseUploads:
+    """Gradio's upload route is open to anyone and keeps what it gets, so it answers 403 before reading a byte, unless
+    the request carries the instructor cookie that the Train tab's page sets from the password box (TICK_JS; where no
+    password is needed, any value). The one component that takes a file, the dataset upload, checks again."""
+
+    def __init__(self, app):
+        self.app = app
+
+    @staticmethod
+    def from_instructor(scope) -> bool:
+        cookies = SimpleCookie(b"; ".join(v for k, v in scope["headers"] if k == b"cookie").decode("latin-1"))
+        return UPLOAD_COOKIE in cookies and not instructor_refusal(unquote(cookies[UPLOAD_COOKIE].value))
+
+    async def __call__(self, scope, receive, send):
+        if (scope["type"] == "http" and scope["path"].rstrip("/").endswith("/gradio_api/upload")
+                and not self.from_instructor(scope)):
+            body = b"This app takes no file uploads but an instructor's: enter the instructor password first."
+            await send({"type": "http.response.start", "status": 403,
+                        "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
 def main():
     import_libraries()
     jobs.list_jobs()  # on start: find every job on disk, marking those whose worker died as interrupted
@@ -1076,23 +1112,6 @@ def main():
     build_app().queue(default_concurrency_limit=concurrency, max_size=QUEUE_SIZE).launch(
         server_name=None, server_port=None, max_file_size=MAX_UPLOAD,
         app_kwargs={"middleware": [Middleware(RefuseUploads)]})
-
-
-class RefuseUploads:
-    """No component of this app takes a file, so Gradio's upload route (open to anyone, and kept forever) answers
-    403 before reading a byte. A component that takes files would need an instructor check here instead."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"].rstrip("/").endswith("/gradio_api/upload"):
-            body = b"This app takes no file uploads."
-            await send({"type": "http.response.start", "status": 403,
-                        "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
-            return
-        await self.app(scope, receive, send)
 
 
 if __name__ == "__main__":

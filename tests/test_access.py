@@ -17,8 +17,8 @@ HIDDEN_JOB = "20250101-120000-job-ab12"
 HIDDEN_NAME = "hidden-from-students"
 REPLY = "<img src onerror=xss()>"  # what the echo model always answers: an image whose onerror would run xss()
 QUESTION = "<img src onerror=xss()> and <script>xss()</script> What is 2 + 2?"
-INSTRUCTOR = {"/preview_data", "/launch_job", "/job_action", "/job_action_1", "/job_action_2", "/run_evaluation",
-              "/publish_jobs", "/publish_card", "/publish_merge", "/publish_push"}
+INSTRUCTOR = {"/preview_data", "/launch_job", "/job_action", "/job_action_1", "/job_action_2", "/evaluate",
+              "/evaluation", "/cancel_evaluation", "/publish_jobs", "/publish_card", "/publish_merge", "/publish_push"}
 UI_ONLY = {"/respond", "/refresh_jobs", "/job_view", "/check_answer", "/preset_values", "/new_practice"}
 
 
@@ -95,10 +95,10 @@ def test_every_public_endpoint_but_chat_needs_the_instructor_password(server):
 
     client = Client(server, verbose=False)
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert set(endpoints) == INSTRUCTOR | {"/chat"}  # a new public endpoint must be added here, and checked
+    assert set(endpoints) == INSTRUCTOR | {"/chat", "/find_mistake"}  # a new public endpoint: add it here, and check it
     assert not UI_ONLY & set(endpoints)
     for name, endpoint in endpoints.items():
-        if name == "/chat":
+        if name in ("/chat", "/find_mistake"):  # the students' own
             continue
         first, *rest = endpoint["parameters"]
         assert first["label"] == "Instructor password", name

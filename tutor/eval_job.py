@@ -14,7 +14,7 @@ import psutil
 from trainer import jobs, store
 from trainer.store import State
 from tutor.evaluate import EvalConfig, adapter_choice, evaluate, summary_lines, write_report
-from tutor.models import find_adapter
+from tutor.models import base_path, find_adapter
 
 log = logging.getLogger("tutor.eval")
 
@@ -26,8 +26,10 @@ class Cancelled(Exception):
 def queue_evaluation(config: EvalConfig, name: str = "") -> Path:
     """Check the config and queue the evaluation. Returns the job folder."""
     config.validate()
-    if config.adapter:
-        find_adapter(adapter_choice(config.adapter))  # an unknown adapter is refused now, not in the worker
+    if config.adapter:  # an unknown model or adapter is refused now, not in the worker a minute later
+        find_adapter(adapter_choice(config.adapter))
+    if config.model:
+        base_path(config.model)
     return jobs.create_job(config, name=name or f"eval {config.adapter or config.model or 'embedded'}", kind="eval")
 
 
