@@ -68,12 +68,15 @@ def test_the_ladder_stops_at_its_last_rung_and_cuts_sentence_by_sentence():
 def test_three_rungs_from_the_embedded_model_without_the_answer(data_root, empty_model_cache):
     import app
     from trainer.models import EMBEDDED
+    from tutor.hints import model_generate
 
     turns = [{"role": "user", "content": PROBLEM}, {"role": "assistant", "content": "So x = \\boxed{5}."}]
-    ladder, shown = {}, ""
-    for rung in range(3):
-        shown, ladder = app.give_hint(turns, {}, ladder, EMBEDDED)
-        assert f"**Hint {rung + 1}, {RUNGS[rung][0]}:**" in shown
-    assert len(ladder["hints"]) == 3 and not any(leaks(hint, ["5"], PROBLEM) for hint in ladder["hints"])
-    words, sampled = app.verify_by_sampling(turns, {}, EMBEDDED, 0.7, 0.9, 24, "")
+    shown, ladder = app.give_hint(turns, {}, {}, EMBEDDED)  # the app's way, rung 1
+    assert shown.startswith(f"**Hint 1, {RUNGS[0][0]}:**") and len(ladder["hints"]) == 1
+    short = model_generate(EMBEDDED, max_new_tokens=16)  # rungs 2 and 3 shorter: a slow CPU
+    hints = ladder["hints"]
+    for rung in (1, 2):
+        hints.append(next_hint(PROBLEM, rung, hints, ["5"], short)[0])
+    assert len(hints) == 3 and all(hints) and not any(leaks(hint, ["5"], PROBLEM) for hint in hints)
+    words, sampled = app.verify_by_sampling(turns, {}, EMBEDDED, 0.7, 0.9, 16, "")
     assert "3 samples: fewer on a CPU" in words and (words.startswith("✅") == (PROBLEM in sampled))

@@ -78,7 +78,10 @@ def next_hint(problem: str, rung: int, earlier: list[str], hidden: list[str], ge
     return hint or FALLBACKS[rung], "" if hint else "(the model wrote nothing; this hint is the ladder's own)"
 
 
-def model_generate(choice: str, max_new_tokens: int = 96, temperature: float = 0.7) -> Generate:
+HINT_TOKENS = 64  # about three short sentences
+
+
+def model_generate(choice: str, max_new_tokens: int = HINT_TOKENS, temperature: float = 0.7) -> Generate:
     """A Generate that samples one reply from the chat model `choice`."""
     from tutor.chat import ChatSettings, complete_reply
     from tutor.render import split_reasoning

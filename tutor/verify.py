@@ -147,6 +147,14 @@ def badge(problem: str, reply_answer: str) -> str:
     return f"⚠️ **Does not check**: {known.how} gives {known.shown}, not {answer}."
 
 
+def sample_count() -> tuple[int, bool]:
+    """(how many solutions to sample here, whether on a GPU)."""
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    return (SAMPLES_GPU if on_gpu else SAMPLES_CPU), on_gpu
+
+
 def sample_answers(choice: str, history: list[dict], settings, n: int) -> list[str | None]:
     """The final answers of n replies sampled for the conversation `history` (one at a time unless replies are
     batched, as they are on a GPU; see tutor/serving.py)."""
