@@ -6,13 +6,15 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tests.conftest import ROOT, SHARED_DATA, needs_shared_data
 from tests.test_tutor_models import make_job
 from tutor.__main__ import main
 from tutor.chat import encode
 from tutor.evaluate import (
-    EvalConfig, EvalError, Problem, disagreements, evaluate, generate_batch, load_problems, prompt_messages,
+    CPU_BATCH, EvalConfig, EvalError, Problem, auto_batch_size, disagreements, evaluate, generate_batch, load_problems,
+    prompt_messages,
 )
 from tutor.models import load_model
 
@@ -51,6 +53,22 @@ def test_batched_greedy_equals_one_at_a_time(data_root, sharp_model_dir, adapter
     single = [generate_batch(loaded, [p], max_new_tokens=16)[0][0] for p in prompts]
     assert batched == single
     assert len(set(batched)) == len(batched) and all(len(text) > 16 for text in batched)  # real, distinct texts
+
+
+def test_replies_that_end_leave_the_batch_and_greedy_is_generates_own(data_root, sharp_model_dir, monkeypatch):
+    """The loop writes what generate() writes; a reply that ends drops out of the batch without changing the others."""
+    loaded = load_model(str(sharp_model_dir))
+    prompts = prompts_for(loaded, QUESTIONS)
+    with loaded.activated() as model:
+        ids = model.generate(input_ids=torch.tensor([prompts[0]]), max_new_tokens=16, do_sample=False)[0, len(prompts[0]):]
+    assert generate_batch(loaded, [prompts[0]], max_new_tokens=16) == ([loaded.tokenizer.decode(ids)], 16)
+    # The 4th token of the first reply ends replies from now on: that reply stops after 3, while others run on.
+    monkeypatch.setattr(loaded.model.generation_config, "eos_token_id", int(ids[3]))
+    batched, count = generate_batch(loaded, prompts, max_new_tokens=16)
+    single = [generate_batch(loaded, [p], max_new_tokens=16) for p in prompts]
+    assert batched == [texts[0] for texts, _ in single] and count == sum(n for _, n in single)
+    assert single[0] == ([loaded.tokenizer.decode(ids[:3])], 3) and max(n for _, n in single) > 3
+    assert auto_batch_size(loaded, 40, 600) == CPU_BATCH and auto_batch_size(loaded, 3, 600) == 3
 
 
 def test_gsm8k_and_math500_files_become_problems(tmp_path, gsm8k_file):

@@ -170,6 +170,7 @@ def auto_batch_size(loaded: Loaded, problems: int, tokens_per_reply: int) -> int
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     kv_bytes = 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * 2  # keys and values, 16-bit
     free, _ = torch.cuda.mem_get_info(model.device)
+    free += torch.cuda.memory_reserved(model.device) - torch.cuda.memory_allocated(model.device)  # cached by torch
     return max(1, min(problems, int(free * GPU_MEMORY_SHARE // (3 * kv_bytes * tokens_per_reply))))
 
 
