@@ -180,3 +180,15 @@ def test_presets_into_a_closed_pipe_and_no_bitsandbytes_alarm():
     imported = subprocess.run([sys.executable, "-c", "import trainer, bitsandbytes"], cwd=ROOT, capture_output=True,
                               text=True)
     assert imported.returncode == 0 and "gemm_4bit_forward" not in imported.stderr
+
+
+def test_the_upload_route_lets_only_an_instructor_through(root, monkeypatch):
+    def scope(cookie: str | None) -> dict:
+        return {"headers": [(b"cookie", cookie.encode())] if cookie is not None else []}
+
+    assert app.RefuseUploads.from_instructor(scope(f"{app.UPLOAD_COOKIE}="))  # no password needed: the page's cookie
+    assert not app.RefuseUploads.from_instructor(scope(None))  # a bare POST, as from a script
+    monkeypatch.setenv("INSTRUCTOR_PASSWORD", "teach; me")
+    assert app.RefuseUploads.from_instructor(scope(f"other=1; {app.UPLOAD_COOKIE}=teach%3B%20me"))
+    assert not app.RefuseUploads.from_instructor(scope(f"{app.UPLOAD_COOKIE}=guess"))
+    assert not app.RefuseUploads.from_instructor(scope(f"{app.UPLOAD_COOKIE}="))
