@@ -70,6 +70,16 @@ def app_process(env: dict[str, str], log: Path, python: str = sys.executable, ap
                 proc.wait()
 
 
+def wait_until(check, timeout_s: float, what: str) -> None:
+    """Poll `check` until it is true; fail naming `what` after `timeout_s`."""
+    end = time.time() + timeout_s
+    while time.time() < end:
+        if check():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def wait_for(url: str, proc: subprocess.Popen, log: Path) -> None:
     end = time.monotonic() + APP_START_S
     while time.monotonic() < end:

@@ -2,12 +2,10 @@
 Delete asks first, and a CSV uploaded from the page trains a job. Jobs are written with the real writers
 (trainer/jobs.py, trainer/store.py); one app serves the whole module."""
 
-import time
-
 import pytest
 
 import app
-from tests.browser import app_env, app_server, chromium
+from tests.browser import app_env, app_server, chromium, wait_until
 from trainer import jobs, store
 from trainer.config import JobConfig
 
@@ -29,15 +27,6 @@ def a_job(name: str, state: str) -> str:
     return path.name
 
 
-def wait_until(check, what: str, timeout_s: float = 60):
-    end = time.time() + timeout_s
-    while time.time() < end:
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"never: {what}")
-
-
 def train_tab(browser, url: str):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(url)
@@ -57,15 +46,15 @@ def test_reload_keeps_the_monitored_job_and_the_loss_axis_is_numeric_from_step_1
     page = train_tab(browser, url)
     page.locator("#jobs-table [role=gridcell]", has_text=job).first.click()  # a row click picks the job
     page.locator("#job-facts", has_text="watched").wait_for(timeout=30_000)
-    wait_until(lambda: f"job={job}" in page.evaluate("location.search"), "the job in the address")
+    wait_until(lambda: f"job={job}" in page.evaluate("location.search"), 60, "the job in the address")
 
     path = jobs.job_dir(job)
     store.append_progress(path, {"step": 1, "loss": 1.37, "learning_rate": 2e-4, "time": store.now()})
-    wait_until(lambda: page.locator("#loss-plot [aria-label^='step: 1;']").count() > 0, "step 1 plotted", 30)
+    wait_until(lambda: page.locator("#loss-plot [aria-label^='step: 1;']").count() > 0, 30, "step 1 plotted")
     assert "for a linear scale" in loss_axis(page)  # not "a discrete scale with 1 value"
     for step, loss in [(2, 1.18), (3, 1.11)]:
         store.append_progress(path, {"step": step, "loss": loss, "learning_rate": 2e-4, "time": store.now()})
-    wait_until(lambda: page.locator("#loss-plot [aria-label^='step: 3;']").count() > 0, "step 3 plotted", 30)
+    wait_until(lambda: page.locator("#loss-plot [aria-label^='step: 3;']").count() > 0, 30, "step 3 plotted")
     assert "for a linear scale with values from 1.1" in loss_axis(page)
 
     page.reload()
@@ -89,7 +78,7 @@ def test_delete_asks_first(studio):
     assert jobs.job_dir(job).exists()
     page.get_by_role("button", name="Delete").click()
     page.get_by_role("button", name="Yes, delete").click()
-    wait_until(lambda: job not in [s["id"] for s in jobs.list_jobs()], "the job deleted", 30)
+    wait_until(lambda: job not in [s["id"] for s in jobs.list_jobs()], 30, "the job deleted")
     page.close()
 
 
@@ -99,12 +88,12 @@ def test_upload_a_csv_and_launch_on_it(studio, tiny_model_dir, tmp_path):
     csv.write_text("question,answer\n" + "".join(f"What is {a} + {a}?,{2 * a}\n" for a in range(1, 13)))
     page = train_tab(browser, url)
     # The page's timer sets the cookie that lets an instructor's upload through (no password needed here).
-    wait_until(lambda: [c for c in page.context.cookies() if c["name"] == app.UPLOAD_COOKIE], "the upload cookie", 30)
+    wait_until(lambda: [c for c in page.context.cookies() if c["name"] == app.UPLOAD_COOKIE], 30, "the upload cookie")
     with page.expect_file_chooser() as chooser:
         page.get_by_role("button", name="Upload dataset").click()
     chooser.value.set_files(csv)
     dataset = page.get_by_label("Dataset (dataset)")
-    wait_until(lambda: dataset.input_value().endswith(".csv"), "the dataset set to the upload", 30)
+    wait_until(lambda: dataset.input_value().endswith(".csv"), 30, "the dataset set to the upload")
     spec = dataset.input_value()
     assert spec.startswith(f"file:{store.uploads_dir()}/")
     page.get_by_label("Job name").fill("from-csv")
@@ -113,11 +102,11 @@ def test_upload_a_csv_and_launch_on_it(studio, tiny_model_dir, tmp_path):
     page.get_by_label("max_steps").fill("2")
     page.get_by_label("per_device_batch_size").fill("2")
     page.get_by_role("button", name="Launch training").click()
-    wait_until(lambda: [s for s in jobs.list_jobs() if s["name"] == "from-csv"], "the job created", 60)
+    wait_until(lambda: [s for s in jobs.list_jobs() if s["name"] == "from-csv"], 60, "the job created")
     (status,) = [s for s in jobs.list_jobs() if s["name"] == "from-csv"]
     path = jobs.job_dir(status["id"])
     assert store.read_config(path).dataset == spec
-    wait_until(lambda: jobs.refresh(path)["state"] in ("completed", "failed"), "the job finished", 600)
+    wait_until(lambda: jobs.refresh(path)["state"] in ("completed", "failed"), 600, "the job finished")
     assert jobs.refresh(path)["state"] == "completed", store.tail(path)
     assert store.has_adapter(path)
     page.close()

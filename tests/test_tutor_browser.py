@@ -2,11 +2,10 @@
 
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.browser import ROOT, app_env, app_server, chromium
+from tests.browser import ROOT, app_env, app_server, chromium, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 QUESTION = r"Solve $2x + 3 = 7$ for $x$. We have $$2x = 7 - 3 = 4.$$ What is $x$?"
@@ -24,15 +23,6 @@ def finished_job(data_root):
 
 def bot_messages(page):
     return page.locator("#tutor-chat .message.bot, #tutor-chat [data-testid='bot']")
-
-
-def wait_until(check, timeout_s, what):
-    end = time.time() + timeout_s
-    while time.time() < end:
-        if check():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def send(page, text):
