@@ -192,3 +192,18 @@ def test_the_upload_route_lets_only_an_instructor_through(root, monkeypatch):
     assert app.RefuseUploads.from_instructor(scope(f"other=1; {app.UPLOAD_COOKIE}=teach%3B%20me"))
     assert not app.RefuseUploads.from_instructor(scope(f"{app.UPLOAD_COOKIE}=guess"))
     assert not app.RefuseUploads.from_instructor(scope(f"{app.UPLOAD_COOKIE}="))
+
+
+def test_a_new_adapter_is_offered_by_the_pickers_when_they_open(root):
+    """The Tutor's model picker and the Evaluate tab's adapter picker refresh their choices on focus: a job that
+    completes after the page was built is offered without a restart or a Refresh click."""
+    demo = app.build_app()
+    job = a_job("completed", [])
+    (store.adapter_dir(jobs.job_dir(job)) / "adapter_config.json").parent.mkdir(parents=True)
+    (store.adapter_dir(jobs.job_dir(job)) / "adapter_config.json").write_text("{}")
+    on_focus = [fn for fn in demo.fns.values() if any(event == "focus" for _, event in fn.targets)]
+    labels = {demo.blocks[target].label for fn in on_focus for target, event in fn.targets if event == "focus"}
+    assert {"Model", "Adapter (a finished job)"} <= labels
+    for fn in on_focus:
+        if {demo.blocks[t].label for t, _ in fn.targets} & {"Model", "Adapter (a finished job)"}:
+            assert f"adapter:{job}" in [value for _, value in fn.fn().constructor_args["choices"]]
