@@ -10,6 +10,7 @@ import torch
 
 from tests.conftest import ROOT, SHARED_DATA, needs_shared_data
 from tests.test_tutor_models import make_job
+from trainer.answers import is_equivalent
 from tutor.__main__ import main
 from tutor.chat import encode
 from tutor.evaluate import (
@@ -117,7 +118,8 @@ def test_eval_of_base_and_adapter_writes_a_full_report_into_the_job(data_root, t
     assert len(reports) == 1 and str(reports[0]) in capsys.readouterr().out
     report = json.loads(reports[0].read_text())
 
-    assert set(report) == {"benchmark", "data", "protocol", "created", "summary", "runs", "disagreements"}
+    assert set(report) == {"benchmark", "data", "protocol", "created", "summary", "runs", "disagreements",
+                           "contamination"}
     assert report["data"] == {"source": f"file:{gsm8k_file}", "problems": 4}
     protocol = report["protocol"]
     assert protocol["shots"] == 0 and protocol["max_new_tokens"] == 8 and protocol["batch_size"] == 3
@@ -126,7 +128,8 @@ def test_eval_of_base_and_adapter_writes_a_full_report_into_the_job(data_root, t
     assert set(report["runs"]) == {"base", "adapter"} and report["runs"]["base"]["choice"] == str(tiny_model_dir)
     for run in report["runs"].values():
         assert [p["question"] for p in run["problems"]] == QUESTIONS  # the file's order, though run longest first
-        assert all(set(p) == {"id", "question", "gold", "output", "extracted", "correct"} for p in run["problems"])
+        assert all(set(p) == {"id", "question", "gold", "output", "extracted", "correct", "math_verify"}
+                   for p in run["problems"])
         assert run["accuracy"] == sum(p["correct"] for p in run["problems"]) / 4
     assert report["summary"]["adapter"]["total"] == 4 and "problems" not in report["summary"]["adapter"]
     assert report["runs"]["base"]["problems"][0]["output"] != report["runs"]["adapter"]["problems"][0]["output"]
@@ -160,3 +163,47 @@ def test_cli_eval_of_the_embedded_model_on_five_gsm8k_problems(data_root, tmp_pa
     assert report["data"]["problems"] == 5 and run["total"] == 5 and run["model"].startswith("SmolLM2-135M")
     assert all(p["output"].strip() for p in run["problems"])  # the real model writes an answer to each
     assert "gsm8k: 5 problems" in done.stdout
+
+
+def test_any_test_set_with_the_specs_and_schemas_of_training(tmp_path):
+    """CSV with its own column names mapped, a problem/answer JSON with units and text around the numbers, Parquet."""
+    import pandas as pd
+
+    csv = tmp_path / "quiz.csv"
+    pd.DataFrame({"Q": ["What is 4 + 5?", "What is 3 * 3?"], "A": ["9 (apples)", "9.0"]}).to_csv(csv, index=False)
+    problems, source = load_problems("gsm8k", f"file:{csv}?problem=Q&answer=A")
+    assert source == f"file:{csv}" and [p.question for p in problems] == ["What is 4 + 5?", "What is 3 * 3?"]
+    assert all(is_equivalent("9", p.gold) for p in problems) and not is_equivalent("8", problems[0].gold)
+
+    parquet = tmp_path / "test.parquet"
+    pd.DataFrame({"problem": ["Solve $x+1=3$."], "solution": ["So $x=\\boxed{2}$."]}).to_parquet(parquet)
+    assert load_problems("math500", str(parquet))[0][0].gold == "2"  # MATH's answer is read from its box
+
+    with pytest.raises(EvalError, match="no column 'Question'.*'A', 'Q'"):
+        load_problems("gsm8k", f"file:{csv}?problem=Question&answer=A")
+    with pytest.raises(EvalError, match="one at a time"):
+        load_problems("gsm8k", f"file:{csv}?problem=Q&answer=A*2+builtin:basic-math*2")
+
+
+def test_test_problems_in_the_training_data_are_counted(data_root, tmp_path, sharp_model_dir):
+    from trainer import store
+    from trainer.config import JobConfig
+    from tutor.evaluate import contamination
+
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"problem": q, "answer": "1"}) + "\n" for q in
+                             ["What is 2 + 3?", "Unrelated training problem."]))
+    job = make_job(data_root, "job-a", sharp_model_dir, seed=1)
+    JobConfig(base_model=str(sharp_model_dir), dataset=f"file:{train}", max_samples=0).save(store.config_file(job))
+    test = [Problem("0", "what is 2+3 ?", "5"), Problem("1", "What is 7 + 1?", "8")]  # the first, spaced otherwise
+    assert contamination(test, job) == {"checked": True, "training_examples": 2, "overlap": 1, "ids": ["0"]}
+    train.unlink()  # a training set that cannot be read now: said, not raised
+    assert contamination(test, job)["checked"] is False
+
+
+def test_math_verify_scores_the_whole_reply_as_a_second_scorer():
+    from trainer.answers import reply_is_correct
+
+    assert reply_is_correct("First 2 + 3 = 5, so the answer is $\\boxed{5}$.", "5")
+    assert reply_is_correct("The roots are $x = \\frac{1}{2}$.", "0.5")
+    assert not reply_is_correct("So it is $\\boxed{6}$.", "5")

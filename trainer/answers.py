@@ -126,6 +126,7 @@ _NUMBER_WITH_UNIT_RE = re.compile(
     r"(?:(?:\s+|(?=[A-Za-z]{2}))(?P<unit>[A-Za-z][A-Za-z\s./^0-9²³]*))?$"
 )
 _NOT_UNITS = {"pi", "sqrt", "ln", "log", "sin", "cos", "tan"}
+_WORD_NOTE_RE = re.compile(r"\s*\([A-Za-z][A-Za-z\s.]*\)\s*$")  # `9 (apples)`: a note in words after a number
 
 
 def _plain(answer: str) -> str:
@@ -144,6 +145,7 @@ def _plain(answer: str) -> str:
 def _as_number(answer: str) -> tuple[Fraction, bool] | None:
     """(value, was a percent) for answers like `1,000`, `$18.00`, `5 cm`, `50\\%`, `\\frac{3}{4}`, `-7/2`."""
     text = _THOUSANDS_RE.sub("", answer.replace("\\$", "").replace("$", "")).strip()
+    text = _WORD_NOTE_RE.sub("", text)
     fraction = _SIMPLE_FRACTION_RE.match(text)
     if fraction:
         sign, numerator, denominator = fraction.group(1, 2, 3) if fraction[2] else fraction.group(4, 5, 6)
@@ -190,12 +192,13 @@ def _as_latex(answer: str) -> str:
     return f"${answer}$"
 
 
-def math_verify_equal(predicted: str, gold: str) -> bool:
-    """math-verify's judgement, without its signal-based timeout: call it through is_equivalent."""
+def math_verify_equal(predicted: str, gold: str, whole_reply: bool = False) -> bool:
+    """math-verify's judgement, without its signal-based timeout: call it through is_equivalent (or, for a whole
+    reply that math-verify searches for its answer as lighteval scores GSM8K and MATH-500, reply_is_correct)."""
     from math_verify import parse, verify
 
     gold_parsed = parse(_as_latex(gold), parsing_timeout=None)
-    predicted_parsed = parse(_as_latex(predicted), parsing_timeout=None)
+    predicted_parsed = parse(predicted if whole_reply else _as_latex(predicted), parsing_timeout=None)
     if not gold_parsed or not predicted_parsed:
         return False
     return bool(verify(gold_parsed, predicted_parsed, timeout_seconds=None))
@@ -291,13 +294,13 @@ def stop_verifier() -> None:
 atexit.register(stop_verifier)
 
 
-def _verify_with_deadline(predicted: str, gold: str, timeout_s: float) -> bool:
+def _verify_with_deadline(predicted: str, gold: str, timeout_s: float, whole_reply: bool = False) -> bool:
     """math_verify_equal in one of the worker processes; False, and that worker killed (the others go on), when it
     takes over timeout_s."""
     process = _take_verifier()
     healthy = False
     try:
-        process.stdin.write(json.dumps([predicted, gold]) + "\n")
+        process.stdin.write(json.dumps([predicted, gold, whole_reply]) + "\n")
         process.stdin.flush()
         line = _read_line(process, timeout_s)
         if line is None:
@@ -308,6 +311,14 @@ def _verify_with_deadline(predicted: str, gold: str, timeout_s: float) -> bool:
         return json.loads(line)
     finally:
         _give_back(process, healthy)
+
+
+def reply_is_correct(reply: str, gold: str, timeout_s: float = 5.0) -> bool:
+    """math-verify's own scoring of a whole reply against the gold answer (lighteval's GSM8K and MATH-500 metric):
+    it finds the answer itself, so it is a second scorer beside extract_answer + is_equivalent."""
+    if not reply or not gold or too_large(gold) or len(reply) > 20_000:
+        return False
+    return _verify_with_deadline(reply, gold, timeout_s, whole_reply=True)
 
 
 def too_large(answer: str) -> bool:
@@ -374,7 +385,7 @@ def check_student_answer(student: str, gold_or_reply: str) -> tuple[bool, str]:
 
 
 def _serve() -> None:
-    """The worker: read `[predicted, gold]` JSON lines on stdin, answer `true`/`false` lines on stdout."""
+    """The worker: read `[predicted, gold, whole_reply]` JSON lines on stdin, answer `true`/`false` lines on stdout."""
     import logging
 
     import math_verify  # noqa: F401  (imported before "ready", so the first deadline is not spent importing)
@@ -382,8 +393,7 @@ def _serve() -> None:
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # its "timeout is disabled" warning: we time it here
     print("ready", flush=True)
     for line in sys.stdin:
-        predicted, gold = json.loads(line)
-        print(json.dumps(math_verify_equal(predicted, gold)), flush=True)
+        print(json.dumps(math_verify_equal(*json.loads(line))), flush=True)
 
 
 if __name__ == "__main__":

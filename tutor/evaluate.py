@@ -6,6 +6,7 @@ and checked by `trainer.answers.is_equivalent`. All of it is recorded in the rep
 """
 
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -17,10 +18,10 @@ import torch
 import yaml
 
 from trainer.config import TUTOR_PROMPT
-from trainer.answers import extract_answer, is_equivalent
-from trainer.data import DataError, Part, describe, normalize_rows, read_rows
+from trainer.answers import extract_answer, is_equivalent, reply_is_correct
+from trainer.data import DataError, Part, describe, load_examples, normalize_rows, parse_spec, read_rows
 from trainer.models import EMBEDDED, Kind, ModelChoice
-from trainer.store import job_of_adapter, report_file, write_json
+from trainer.store import job_of_adapter, read_config, report_file, write_json
 from tutor.chat import encode
 from tutor.models import Loaded, adapter_base, adapter_base_name, base_path, cache_key, find_adapter, load_model
 
@@ -30,6 +31,7 @@ BENCHMARKS = {  # name: (Hub dataset, config, split, file under ../shared/data)
     "math500": ("HuggingFaceH4/MATH-500", None, "test", "math500/test.jsonl"),
 }
 USER_TEMPLATE = "{question}"
+SPEC_KINDS = ("file:", "hub:", "builtin:")
 
 Progress = Callable[[int, int, str], None]  # (problems done, problems in all, which model)
 
@@ -43,7 +45,7 @@ class EvalConfig:
     model: str = ""  # a model choice (see tutor.models); empty: the adapter's base, or the embedded default
     adapter: str = ""  # a job id, `adapter:<job_id>` or an adapter folder; when given, base and adapter are compared
     benchmark: str = field(default="gsm8k", metadata={"choices": list(BENCHMARKS)})
-    data_file: str = ""  # a JSONL file instead of ../shared/data or the Hub
+    data_file: str = ""  # a test file (JSONL/JSON/CSV/Parquet) or a dataset spec (hub:..., file:...?problem=Q&answer=A)
     limit: int = 0  # the first N problems; 0 for all
     batch_size: int = 0  # 0: as many problems at once as the GPU's free memory holds; CPU_BATCH on a CPU
     max_new_tokens: int = 512
@@ -112,6 +114,9 @@ def evaluate(config: EvalConfig, progress: Progress | None = None) -> dict:
     }
     if "adapter" in runs:
         report["disagreements"] = disagreements(runs["base"]["problems"], runs["adapter"]["problems"])
+        job = job_of_adapter(find_adapter(choices["adapter"]))
+        if job is not None:
+            report["contamination"] = contamination(problems, job)
     return report
 
 
@@ -139,7 +144,8 @@ def run_benchmark(loaded: Loaded, problems: list[Problem], config: EvalConfig, p
     for problem, output in zip(problems, outputs):
         extracted = extract_answer(output)
         correct = bool(extracted) and is_equivalent(extracted, problem.gold)
-        results.append({**asdict(problem), "output": output, "extracted": extracted, "correct": correct})
+        results.append({**asdict(problem), "output": output, "extracted": extracted, "correct": correct,
+                        "math_verify": reply_is_correct(output, problem.gold)})
     correct = sum(r["correct"] for r in results)
     return {
         "model": loaded.name,
@@ -147,6 +153,7 @@ def run_benchmark(loaded: Loaded, problems: list[Problem], config: EvalConfig, p
         "accuracy": correct / len(results) if results else 0.0,
         "correct": correct,
         "total": len(results),
+        "math_verify_accuracy": sum(r["math_verify"] for r in results) / len(results) if results else 0.0,
         "batch_size": batch_size,
         "generate_s": round(generate_s, 2),
         "generated_tokens": tokens,
@@ -256,6 +263,8 @@ def protocol(config: EvalConfig, device: str, batch_size: int) -> dict:
         "padding": "left, with attention mask; a reply leaves the batch once it has ended",
         "extractor": "trainer.answers.extract_answer",
         "equivalence": "trainer.answers.is_equivalent",
+        "second_scorer": "trainer.answers.reply_is_correct: math-verify parses the whole reply and verifies it against "
+                         "the gold answer, as lighteval scores GSM8K and MATH-500 (math_verify_accuracy)",
         "device": device,
         "versions": {name: package_version(name) for name in ("torch", "transformers", "peft", "math-verify")},
     }
@@ -310,6 +319,10 @@ def load_problems(benchmark: str, data_file: str = "", limit: int = 0) -> tuple[
     path = Path(data_file).expanduser() if data_file else SHARED_DATA / shared_file
     part = Part("file", str(path)) if data_file or path.exists() else Part("hub", hub_id, hub_config)
     try:
+        if data_file.startswith(SPEC_KINDS):  # a dataset spec as training takes it: hub:, file:?problem=Q&answer=A
+            part, *more = parse_spec(data_file)
+            if more:
+                raise EvalError(f"{data_file!r} names {len(more) + 1} data sets: evaluate on one at a time.")
         examples = normalize_rows(read_rows(part, split, limit or None, seed=0), part)
     except DataError as exc:
         raise EvalError(f"{exc} (Offline, give --data-file or put the file under {SHARED_DATA}.)") from None
@@ -317,6 +330,26 @@ def load_problems(benchmark: str, data_file: str = "", limit: int = 0) -> tuple[
     if not problems:
         raise EvalError(f"No problems with answers in {describe(part)}; is it the right benchmark?")
     return problems, describe(part)
+
+
+_NOT_WORD_RE = re.compile(r"[^a-z0-9]+")
+
+
+def normalized(text: str) -> str:
+    """Text compared for contamination: lower case, letters and digits only, single spaces."""
+    return _NOT_WORD_RE.sub(" ", text.lower()).strip()
+
+
+def contamination(problems: list[Problem], job: Path) -> dict:
+    """How many test problems are in the training data of the job that made the adapter (normalized text)."""
+    try:
+        config = read_config(job)
+        train = load_examples(config.dataset, config.dataset_split, config.max_samples, config.seed)
+    except (ValueError, OSError) as exc:  # a damaged config, a dataset that cannot be read now
+        return {"checked": False, "reason": str(exc)[:300]}
+    seen = {normalized(example.get("problem", "")) for example in train}
+    overlap = [problem.id for problem in problems if normalized(problem.question) in seen]
+    return {"checked": True, "training_examples": len(train), "overlap": len(overlap), "ids": overlap[:100]}
 
 
 # ---- the report ----
@@ -338,10 +371,16 @@ def write_report(report: dict, path: Path) -> Path:
 def summary_lines(report: dict) -> list[str]:
     lines = [f"{report['benchmark']}: {report['data']['problems']} problems from {report['data']['source']}"]
     for role, run in report["summary"].items():
+        low, high = accuracy_interval(run["correct"], run["total"])
         lines.append(
-            f"{role:8s} {run['model']}: {run['accuracy']:.1%} ({run['correct']}/{run['total']}) "
+            f"{role:8s} {run['model']}: {run['accuracy']:.1%} ({run['correct']}/{run['total']}, 95% interval "
+            f"{low:.1%}-{high:.1%}; math-verify on the whole reply {run.get('math_verify_accuracy', 0):.1%}) "
             f"in {run['generate_s']:.1f} s, batch {run['batch_size']}, {run['tokens_per_s']} tokens/s"
         )
+    overlap = report.get("contamination", {}).get("overlap")
+    if overlap:
+        lines.append(f"WARNING: {overlap} of these test problems are in the adapter's training data (same text once "
+                     "normalized): its score on them measures memory, not skill")
     if "disagreements" in report:
         lines.append(f"base and adapter disagree on {len(report['disagreements'])} problems")
     return lines
