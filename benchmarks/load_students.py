@@ -106,7 +106,8 @@ def call_hidden(url: str, api_name: str, data: list, session: str) -> dict:
     import httpx
 
     config = httpx.get(f"{url}/config", timeout=60).json()
-    (index,) = [d["id"] for d in config["dependencies"] if d.get("api_name") == api_name]
+    ((index, inputs),) = [(d["id"], len(d["inputs"])) for d in config["dependencies"] if d.get("api_name") == api_name]
+    data = [*data, *[None] * (inputs - len(data))]  # the session's states are the server's: sent as None
     httpx.post(f"{url}/gradio_api/queue/join", timeout=60, json={
         "data": data, "fn_index": index, "session_hash": session, "event_data": None, "trigger_id": None})
     with httpx.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session}, timeout=600) as events:
@@ -125,21 +126,19 @@ def adversary(url: str, until: float, model: str, max_new_tokens: int, results: 
 
     client = Client(url, verbose=False)
     session = uuid.uuid4().hex
-    call_hidden(url, "new_practice", [None], session)  # a practice problem, so that the checks reach the checker
+    call_hidden(url, "new_practice", [], session)  # a practice problem, so that the checks reach the checker
     while time.monotonic() < until:
         started = time.monotonic()
-        checks = [threading.Thread(target=call_hidden, args=(url, "check_answer", [answer, None, None], session))
-                  for answer in WORST_ANSWERS]
-        for check in checks:
-            check.start()
+        checks = threading.Thread(target=lambda: [call_hidden(url, "check_answer", [answer], session)
+                                                  for answer in WORST_ANSWERS])  # one stream per session at a time
+        checks.start()
         try:
             client.predict("What is 2 + 2?", WORST_HISTORY, model, 0.7, 0.9, max_new_tokens, "", False,
                            api_name="/chat")
             outcome = "answered"
         except Exception as exc:  # noqa: BLE001 - recorded: a refusal of the history would be a limit too tight
             outcome = f"{type(exc).__name__}: {exc}"
-        for check in checks:
-            check.join()
+        checks.join()
         with lock:
             results.append({"outcome": outcome, "round_s": round(time.monotonic() - started, 1)})
 
