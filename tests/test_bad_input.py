@@ -251,7 +251,7 @@ CASES = {  # id: (World -> (handler, args), what the message must say)
     "control characters in a question": (lambda w: respond(w, "\x00\x07\x1b[2J what is 2+2?\x7f"),
                                          r"what is 2\+2\?"),
     "a <think> never closed": (lambda w: respond(w, "What is 2+2?", think_first=True),
-                               r"did not reach a final answer"),
+                               r"No final answer in this reply"),
     "script in a question": (lambda w: respond(w, "<script>window.x=1</script><img src=x onerror=alert(1)>"),
                              r"&lt;script&gt;window\.x=1&lt;/script&gt;&lt;img src=x onerror=alert\(1\)&gt;"),
     "an answer of 140,000 characters": (lambda w: (app.check_answer, ("\\boxed{" * 20_000, [], {"answer": "5"})),

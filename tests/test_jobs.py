@@ -24,7 +24,7 @@ def wait_for(predicate, timeout=20):
 @pytest.fixture
 def sleepy_worker(monkeypatch):
     """Workers that just sleep, so the queue logic runs with real processes but no training."""
-    monkeypatch.setattr(jobs, "worker_command", lambda path: [sys.executable, "-c", "import time; time.sleep(30)"])
+    monkeypatch.setattr(jobs, "worker_command", lambda path, **kwargs: [sys.executable, "-c", "import time; time.sleep(30)"])
 
 
 def test_create_job_writes_config_and_queued_status(data_root):
