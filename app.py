@@ -33,7 +33,9 @@ from trainer.answers import check_student_answer, extract_answer
 from trainer.models import EMBEDDED, OUT_OF_MEMORY_RE, Kind, ModelChoice, ModelError, check_model_fit, resolve_model
 from trainer.store import State, storage_warning
 from tutor import eval_job, eval_view
-from tutor.chat import ChatSettings, stream_reply
+from tutor.chat import (
+    MAX_NEW_TOKENS, ChatSettings, checked_question, checked_settings, checked_turns, stream_reply,
+)
 from tutor.evaluate import BENCHMARKS, EvalConfig, summary_lines
 from tutor.models import list_choices
 from tutor.render import LATEX_DELIMITERS, normalize_latex, reply_messages, split_reasoning
@@ -60,12 +62,8 @@ MAX_DATASET_MB = 50  # an uploaded dataset; bigger ones belong on the Hub
 # Bounds on what one request may ask for; beyond them a student gets a message instead of a stuck server.
 QUEUE_SIZE = int(os.environ.get("MATH_STUDIO_QUEUE_SIZE", "64"))  # requests waiting; beyond: "busy, try again"
 MAX_UPLOAD = "100mb"  # a second bound on uploads, which RefuseUploads lets through from instructors only
-MAX_QUESTION_CHARS = 20_000  # about 5,000 tokens: more than the embedded model's context leaves for a question
-MAX_CONVERSATION_CHARS = 200_000  # all earlier turns sent with a question
-MAX_CONVERSATION_TURNS = 400  # messages (200 exchanges): empty turns cost no characters but tokens and time
 PASSWORD_TRIES = 10  # different wrong instructor passwords from one client; then each further one waits, doubling
 PASSWORD_WAIT_MAX_S = 300
-MAX_NEW_TOKENS = 2048
 
 
 class UserError(gr.Error):
@@ -688,9 +686,9 @@ def chat(message: str, history: list[dict] | None = None, model: str = EMBEDDED,
          max_new_tokens: int = ChatSettings.max_new_tokens, system_prompt: str = ChatSettings.system_prompt,
          think_first: bool = ChatSettings.think_first) -> Iterator[str]:
     """The tutor as an API (`/chat`): streams the reply so far to `message` after `history` (role/content dicts)."""
-    messages = [*checked_turns(history), {"role": "user", "content": checked_question(message)}]
-    settings = checked_settings(temperature, top_p, max_new_tokens, system_prompt, think_first)
     try:
+        messages = [*checked_turns(history), {"role": "user", "content": checked_question(message)}]
+        settings = checked_settings(temperature, top_p, max_new_tokens, system_prompt, think_first)
         yield from stream_reply(checked_model(model), messages, settings)
     except (ModelError, ValueError) as exc:
         raise UserError(str(exc)) from None
@@ -699,42 +697,6 @@ def chat(message: str, history: list[dict] | None = None, model: str = EMBEDDED,
             raise
         raise UserError("The server ran out of memory for this reply: lower max new tokens, or ask again in a "
                        "moment.") from None
-
-
-def checked_question(message) -> str:
-    if not isinstance(message, str) or not message.strip():
-        raise UserError("Type a question first.")
-    if len(message) > MAX_QUESTION_CHARS:
-        raise UserError(f"The question has {len(message):,} characters; at most {MAX_QUESTION_CHARS:,} fit. "
-                       "Shorten it.")
-    return message
-
-
-def checked_turns(history) -> list[dict]:
-    """The conversation so far as role/content dicts, or a gr.Error saying what is wrong with it."""
-    turns = history or []
-    if not isinstance(turns, list) or not all(
-            isinstance(m, dict) and m.get("role") in ("user", "assistant") and isinstance(m.get("content"), str)
-            for m in turns):
-        raise UserError('history must be a list of {"role": "user" or "assistant", "content": text} messages.')
-    if len(turns) > MAX_CONVERSATION_TURNS or sum(len(m["content"]) for m in turns) > MAX_CONVERSATION_CHARS:
-        raise UserError("This conversation is too long to go on: start a new chat.")
-    return [{"role": m["role"], "content": m["content"]} for m in turns]
-
-
-def checked_settings(temperature, top_p, max_new_tokens, system_prompt, think_first) -> ChatSettings:
-    try:
-        settings = ChatSettings(float(temperature), float(top_p), int(max_new_tokens), system_prompt or TUTOR_PROMPT,
-                                bool(think_first))
-    except (TypeError, ValueError, OverflowError):
-        raise UserError("temperature and top_p must be numbers, and max_new_tokens a whole number.") from None
-    temperature, top_p, max_new_tokens = settings.temperature, settings.top_p, settings.max_new_tokens
-    if not (0 <= temperature <= 2 and 0 < top_p <= 1 and 1 <= max_new_tokens <= MAX_NEW_TOKENS):
-        raise UserError(f"Use a temperature from 0 to 2, a top_p above 0 and up to 1, and max_new_tokens from 1 to "
-                       f"{MAX_NEW_TOKENS}.")
-    if not isinstance(settings.system_prompt, str) or len(settings.system_prompt) > MAX_QUESTION_CHARS:
-        raise UserError(f"The system prompt must be text of at most {MAX_QUESTION_CHARS:,} characters.")
-    return settings
 
 
 def checked_model(model) -> str:
@@ -748,7 +710,10 @@ def checked_model(model) -> str:
 
 def respond(message, turns, shown, model, temperature, top_p, max_new_tokens, system_prompt, think_first):
     """Stream a reply into the chat: reasoning as a collapsible thought, LaTeX rendered, the final answer shown."""
-    shown = [*shown, {"role": "user", "content": normalize_latex(checked_question(message))}]
+    try:
+        shown = [*shown, {"role": "user", "content": normalize_latex(checked_question(message))}]
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     started, thought_s, text = time.time(), None, ""
     yield "", turns, shown
     for text in chat(message, turns, model, temperature, top_p, max_new_tokens, system_prompt, think_first):
@@ -821,9 +786,10 @@ def verify_by_sampling(turns, sampled, model, temperature, top_p, max_new_tokens
     if last is None:
         return "Ask the tutor a question first.", sampled
     question = turns[last]["content"]
-    settings = checked_settings(temperature or ChatSettings.temperature, top_p, max_new_tokens, system_prompt, False)
     count, on_gpu = sample_count()
     try:
+        settings = checked_settings(temperature or ChatSettings.temperature, top_p, max_new_tokens, system_prompt,
+                                    False)
         answers = sample_answers(checked_model(model), turns[:last + 1], settings, count)
     except (ModelError, ValueError) as exc:
         raise UserError(str(exc)) from None

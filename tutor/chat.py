@@ -18,6 +18,17 @@ from tutor.models import Loaded, load_model
 THINK_OPEN = "<think>\n"
 
 
+# Bounds on what one request may ask for: beyond them a student gets a message instead of a stuck server.
+MAX_QUESTION_CHARS = 20_000  # about 5,000 tokens: more than the embedded model's context leaves for a question
+MAX_CONVERSATION_CHARS = 200_000  # all earlier turns sent with a question
+MAX_CONVERSATION_TURNS = 400  # messages (200 exchanges): empty turns cost no characters but tokens and time
+MAX_NEW_TOKENS = 2048
+
+
+class ChatInputError(ValueError):
+    """A question, conversation or setting the tutor refuses, with what to change."""
+
+
 class PromptTooLongError(ValueError):
     """The latest question alone does not fit the model's context."""
 
@@ -44,6 +55,42 @@ class StopOnEvent:
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+def checked_question(message) -> str:
+    if not isinstance(message, str) or not message.strip():
+        raise ChatInputError("Type a question first.")
+    if len(message) > MAX_QUESTION_CHARS:
+        raise ChatInputError(f"The question has {len(message):,} characters; at most {MAX_QUESTION_CHARS:,} fit. "
+                       "Shorten it.")
+    return message
+
+
+def checked_turns(history) -> list[dict]:
+    """The conversation so far as role/content dicts, or a ChatInputError saying what is wrong with it."""
+    turns = history or []
+    if not isinstance(turns, list) or not all(
+            isinstance(m, dict) and m.get("role") in ("user", "assistant") and isinstance(m.get("content"), str)
+            for m in turns):
+        raise ChatInputError('history must be a list of {"role": "user" or "assistant", "content": text} messages.')
+    if len(turns) > MAX_CONVERSATION_TURNS or sum(len(m["content"]) for m in turns) > MAX_CONVERSATION_CHARS:
+        raise ChatInputError("This conversation is too long to go on: start a new chat.")
+    return [{"role": m["role"], "content": m["content"]} for m in turns]
+
+
+def checked_settings(temperature, top_p, max_new_tokens, system_prompt, think_first) -> ChatSettings:
+    try:
+        settings = ChatSettings(float(temperature), float(top_p), int(max_new_tokens), system_prompt or TUTOR_PROMPT,
+                                bool(think_first))
+    except (TypeError, ValueError, OverflowError):
+        raise ChatInputError("temperature and top_p must be numbers, and max_new_tokens a whole number.") from None
+    temperature, top_p, max_new_tokens = settings.temperature, settings.top_p, settings.max_new_tokens
+    if not (0 <= temperature <= 2 and 0 < top_p <= 1 and 1 <= max_new_tokens <= MAX_NEW_TOKENS):
+        raise ChatInputError(f"Use a temperature from 0 to 2, a top_p above 0 and up to 1, and max_new_tokens from 1 to "
+                       f"{MAX_NEW_TOKENS}.")
+    if not isinstance(settings.system_prompt, str) or len(settings.system_prompt) > MAX_QUESTION_CHARS:
+        raise ChatInputError(f"The system prompt must be text of at most {MAX_QUESTION_CHARS:,} characters.")
+    return settings
 
 
 def stream_reply(
