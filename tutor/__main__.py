@@ -2,7 +2,13 @@
 `python -m tutor eval --job ID` to run a queued evaluation job (tutor/eval_job.py)."""
 
 import argparse
+import os
 import sys
+
+# Before torch loads OpenMP: its threads sleep at a barrier instead of spinning. On a CPU that other processes share,
+# spinning threads wait for each other: `--limit 4` generated in 72 s passive against 222 s spinning on this 2-core
+# machine with 3 processes running (benchmarks/README.md). Set OMP_WAIT_POLICY=ACTIVE to spin.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from tqdm import tqdm
 
