@@ -17,7 +17,8 @@ TUTOR_PROMPT = (
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 ATTENTION_PROJECTIONS = ALL_PROJECTIONS[:4]
 # GSM8K's train set in the read-only benchmark copies beside the repository (../shared/data), when they are there
-SHARED_GSM8K_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the repository
+SHARED_GSM8K_TRAIN = SHARED_DATA / "gsm8k" / "train.jsonl"
 QUANTIZATIONS = ["4bit", "8bit", "none"]
 SCHEDULERS = ["cosine", "linear", "constant", "constant_with_warmup"]
 OPTIMIZERS = ["adamw_torch", "adamw_torch_fused", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_8bit", "sgd"]

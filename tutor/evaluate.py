@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from trainer.config import TUTOR_PROMPT
+from trainer.config import SHARED_DATA, TUTOR_PROMPT
 from trainer.answers import extract_answer, is_equivalent, reply_is_correct
 from trainer.data import DataError, Part, describe, load_examples, normalize_rows, parse_spec, read_rows
 from trainer.models import EMBEDDED, Kind, ModelChoice
@@ -25,7 +25,6 @@ from trainer.store import job_of_adapter, read_config, report_file, write_json
 from tutor.chat import encode
 from tutor.models import Loaded, adapter_base, adapter_base_name, base_path, cache_key, find_adapter, load_model
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the repository
 BENCHMARKS = {  # name: (Hub dataset, config, split, file under ../shared/data)
     "gsm8k": ("openai/gsm8k", "main", "test", "gsm8k/test.jsonl"),
     "math500": ("HuggingFaceH4/MATH-500", None, "test", "math500/test.jsonl"),
