@@ -37,6 +37,7 @@ from tutor.chat import (
     MAX_NEW_TOKENS, ChatSettings, checked_question, checked_settings, checked_turns, stream_reply,
 )
 from tutor.evaluate import BENCHMARKS, EvalConfig, summary_lines
+from tutor.history import conversation_markdown, rewind
 from tutor.models import list_choices
 from tutor.render import LATEX_DELIMITERS, normalize_latex, reply_messages, split_reasoning
 from tutor.serving import batching_enabled, on_zero_gpu
@@ -56,7 +57,7 @@ except ImportError:  # not installed; our own spaces/ folder is a plain folder a
 CONFIG_FIELDS = [f for f in dataclasses.fields(JobConfig)]
 OPEN_GROUPS = ("Model", "Data")  # the essentials: the Train form's other groups start closed
 JOB_COLUMNS = ["id", "name", "state", "step", "base model", "created"]
-MONITOR_SIZE = 9  # what job_view returns: facts, progress, two plots, log, four buttons
+MONITOR_SIZE = 10  # what job_view returns: facts, progress, two plots, log, four buttons, the next steps row
 DATASET_TYPES = [".jsonl", ".json", ".csv", ".parquet"]  # what trainer/data.py reads from a file: spec
 MAX_DATASET_MB = 50  # an uploaded dataset; bigger ones belong on the Hub
 # Bounds on what one request may ask for; beyond them a student gets a message instead of a stuck server.
@@ -380,10 +381,12 @@ def lr_frame(rows: list[dict]) -> pd.DataFrame:
     return frame.astype({"step": "int64", "learning_rate": "float64"})
 
 
-def job_buttons(state) -> list:
-    """Cancel, Resume, Delete and Edit as new job: shown only where they apply."""
+def job_buttons(state, kind=None) -> list:
+    """Cancel, Resume, Delete and Edit as new job, then the next steps of a completed training job: shown only where
+    they apply."""
     return [gr.Button(visible=state in (State.QUEUED, State.RUNNING)), gr.Button(visible=state in store.RESUMABLE),
-            gr.Button(visible=state is not None and state not in store.ACTIVE), gr.Button(visible=state is not None)]
+            gr.Button(visible=state is not None and state not in store.ACTIVE), gr.Button(visible=state is not None),
+            gr.Row(visible=state == State.COMPLETED and kind != "eval")]
 
 
 def job_view(password, job_id):
@@ -405,7 +408,7 @@ def job_view(password, job_id):
     if status.get("reason"):
         facts.append(f"\n\n> {html.escape(status['reason'])}")
     return (" · ".join(facts), progress_html(status, rows[-1] if rows else {}), loss_frame(rows), lr_frame(rows),
-            jobs.tail(path), *job_buttons(status["state"]))
+            jobs.tail(path), *job_buttons(status["state"], status.get("kind")))
 
 
 def job_action(password, action, job_id):
@@ -427,6 +430,41 @@ def job_action(password, action, job_id):
     except jobs.JobError as exc:
         raise UserError(str(exc)) from None
     return gr.Dropdown(choices=job_ids(), value=None if action == "delete" else job_id)
+
+
+NEXT_EVAL_LIMIT = 50  # problems in the one-click evaluation of a completed job: minutes on a CPU, not hours
+
+
+def next_job_dir(password, job_id):
+    """The next steps' checks: the instructor, and a completed job to take them from."""
+    check_instructor(password)
+    return publish_job_dir(job_id)
+
+
+def evaluate_next(password, job_id):
+    """Next step "Evaluate it": queue an evaluation of the job's adapter on GSM8K; it runs in the job queue."""
+    path = next_job_dir(password, job_id)
+    try:
+        job = eval_job.queue_evaluation(EvalConfig(adapter=str(ModelChoice(Kind.ADAPTER, path.name)),
+                                                   benchmark="gsm8k", limit=NEXT_EVAL_LIMIT))
+    except (ModelError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    jobs.schedule()
+    return (f"Queued evaluation **{html.escape(job.name)}** on {NEXT_EVAL_LIMIT} GSM8K problems: "
+            "watch it in the **Evaluate** tab.")
+
+
+def try_in_tutor(password, job_id):
+    """Next step "Try it in the Tutor": the job's adapter picked in the Tutor's model picker, and the Tutor shown."""
+    path = next_job_dir(password, job_id)
+    return gr.Dropdown(choices=list_choices(), value=str(ModelChoice(Kind.ADAPTER, path.name))), gr.Tabs(
+        selected="tutor")
+
+
+def publish_next(password, job_id):
+    """Next steps "Merge" and "Publish": the Publish tab, with the job picked."""
+    path = next_job_dir(password, job_id)
+    return gr.Dropdown(choices=completed_jobs(), value=path.name), gr.Tabs(selected="publish")
 
 
 def ask_delete(job_id):
@@ -523,6 +561,13 @@ def build_train(password: gr.Textbox):
                 resume_btn = gr.Button("Resume", visible=False)
                 delete_btn = gr.Button("Delete", visible=False)
                 edit_btn = gr.Button("Edit as new job", visible=False)
+            with gr.Row(visible=False, elem_id="next-steps") as next_row:
+                gr.Markdown("**Next steps**")
+                evaluate_btn = gr.Button("Evaluate it", size="sm")
+                tutor_btn = gr.Button("Try it in the Tutor", size="sm")
+                merge_btn = gr.Button("Merge", size="sm")
+                publish_btn = gr.Button("Publish", size="sm")
+            next_note = gr.Markdown(elem_id="next-step-note")
             with gr.Row(visible=False) as confirm_row:
                 confirm_text = gr.Markdown()
                 confirm_btn = gr.Button("Yes, delete", variant="stop")
@@ -537,7 +582,7 @@ def build_train(password: gr.Textbox):
         lambda: gr.File(visible=True), None, config_file, api_visibility="private")
     cli_btn.click(lambda *values: gr.Code(cli_command(*values), visible=True), [name, *ordered], cli,
                   api_visibility="private")
-    monitor = [facts, progress, loss_plot, lr_plot, log, cancel_btn, resume_btn, delete_btn, edit_btn]
+    monitor = [facts, progress, loss_plot, lr_plot, log, cancel_btn, resume_btn, delete_btn, edit_btn, next_row]
     job.change(job_view, [password, job], monitor, api_visibility="private")
     jobs_df.select(picked_row, None, job, api_visibility="private")
     for button, action in [(cancel_btn, "cancel"), (resume_btn, "resume"), (confirm_btn, "delete")]:
@@ -548,6 +593,9 @@ def build_train(password: gr.Textbox):
     edit_btn.click(job_config_values, [password, job], ordered, api_visibility="private")
     gr.Timer(2).tick(refresh_jobs, [password, job], [jobs_df, job, *monitor], js=TICK_JS,
                      show_progress="hidden", api_visibility="private")
+    evaluate_btn.click(evaluate_next, [password, job], next_note, api_visibility="private")
+    job.change(lambda: "", None, next_note, api_visibility="private")
+    return job, tutor_btn, [merge_btn, publish_btn]
 
 
 # ---------------------------------------------------------------- Publish
@@ -663,6 +711,7 @@ def build_publish(password: gr.Textbox):
                     concurrency_id="publish", concurrency_limit=1)
     push_btn.click(push_model, [password, job, repo_id, private, merged, token], [push_result, token],
                    api_name="publish_push", concurrency_id="publish", concurrency_limit=1)
+    return job
 
 
 EXAMPLE_PROBLEMS = [
@@ -735,6 +784,32 @@ def respond_locked(*values):
     for outputs in respond(*values):
         yield *outputs, gr.Button(interactive=False)
     yield gr.skip(), gr.skip(), gr.skip(), gr.Button(interactive=True)
+
+
+def retry(turns, shown, model, temperature, top_p, max_new_tokens, system_prompt, think_first, data: gr.RetryData):
+    """The chat's retry: the exchange's question asked again, its old reply and everything after it dropped."""
+    question, turns, shown = rewind(turns, shown, data.index)
+    yield from respond_locked(question, turns, shown, model, temperature, top_p, max_new_tokens, system_prompt,
+                              think_first)
+
+
+def edit(turns, shown, model, temperature, top_p, max_new_tokens, system_prompt, think_first, data: gr.EditData):
+    """The chat's edit of a question: the edited question asked in its place, what followed it dropped."""
+    _, turns, shown = rewind(turns, shown, data.index)
+    yield from respond_locked(data.value, turns, shown, model, temperature, top_p, max_new_tokens, system_prompt,
+                              think_first)
+
+
+def undo(turns, shown, data: gr.UndoData):
+    """The chat's undo: the exchange and what followed it dropped, its question back in the input box."""
+    return rewind(turns, shown, data.index)
+
+
+def export_markdown(turns) -> str:
+    """The conversation as a Markdown file for the download button."""
+    path = served_folder() / f"tutor-conversation-{time.strftime('%Y%m%d-%H%M%S')}.md"
+    path.write_text(conversation_markdown(turns or []), encoding="utf-8")
+    return str(path)
 
 
 def check_answer(student, turns, practice, sampled=None):
@@ -824,12 +899,15 @@ def build_tutor():
     with gr.Row():
         with gr.Column(scale=3):
             chatbot = gr.Chatbot(label="Tutor", latex_delimiters=LATEX_DELIMITERS, sanitize_html=True, height=520,
-                                 elem_id="tutor-chat", buttons=["copy"])
+                                 elem_id="tutor-chat", buttons=["copy"],
+                                 editable="user")
             message = gr.Textbox(label="Your question", placeholder="Ask a math question...", elem_id="tutor-input")
             with gr.Row():
                 send = gr.Button("Send", variant="primary")
                 stop = gr.Button("Stop", variant="stop")
                 clear = gr.Button("New chat")
+                export = gr.Button("Export as Markdown")
+            download = gr.File(label="Conversation", elem_id="tutor-export", height=60)
             gr.Examples(EXAMPLE_PROBLEMS, inputs=message, label="Example problems")
         with gr.Column(scale=1):
             model = model_picker()
@@ -863,6 +941,11 @@ def build_tutor():
         event.then(lambda: gr.Button(interactive=True), None, send, queue=False, api_visibility="private")
     stop.click(lambda: gr.Button(interactive=True), None, send, cancels=events, queue=False, api_visibility="private")
     clear.click(lambda: ([], [], {}, {}, ""), None, [turns, chatbot, practice, ladder, hint], api_visibility="private")
+    knobs = [model, temperature, top_p, max_new_tokens, system_prompt, think_first]
+    chatbot.retry(retry, [turns, chatbot, *knobs], [message, turns, chatbot, send], api_visibility="private")
+    chatbot.edit(edit, [turns, chatbot, *knobs], [message, turns, chatbot, send], api_visibility="private")
+    chatbot.undo(undo, [turns, chatbot], [message, turns, chatbot], api_visibility="private")
+    export.click(export_markdown, turns, download, api_visibility="private")
     # A finished job's adapter or a merged model appears in the list as soon as the picker is opened: no restart.
     gr.on([refresh.click, model.focus], lambda: gr.Dropdown(choices=list_choices()), None, model,
           show_progress="hidden", api_visibility="private")
@@ -885,6 +968,7 @@ def build_tutor():
                api_visibility="private")
     gr.api(find_mistake, api_name="find_mistake")  # JSON: {"first_wrong_step": n or null, "explanation": ...}
     gr.api(chat, api_name="chat")  # the tutor for other apps: gradio_client's submit(..., api_name="/chat") streams
+    return model
 
 
 def queue_evaluation(password, model, adapter, benchmark, data_file, limit, batch_size, max_new_tokens):
@@ -956,9 +1040,14 @@ def cancel_evaluation(password, job_id):
 def download_copy(path) -> str:
     """A copy of a report for the page's download link, in the system's temp folder: Gradio serves files from there
     (or the working folder) only, and opening it the whole data root (jobs, logs, models) would hand that to anyone."""
+    return str(shutil.copy(path, served_folder() / Path(path).name))
+
+
+def served_folder() -> Path:
+    """This process's folder in the system's temp folder, for files the page offers for download."""
     folder = Path(tempfile.gettempdir()) / f"math-studio-{os.getpid()}"
     folder.mkdir(exist_ok=True)
-    return str(shutil.copy(path, folder / Path(path).name))
+    return folder
 
 
 def adapter_choices() -> list[tuple[str, str]]:
@@ -1016,14 +1105,19 @@ def build_app() -> gr.Blocks:
                               elem_id="instructor-password")
         if oauth_enabled():  # a Space with hf_oauth: pushes go out with the instructor's own account
             gr.LoginButton("Log in with Hugging Face to push")
-        with gr.Tab("Tutor"):
-            build_tutor()
-        with gr.Tab("Train"):
-            build_train(password)
-        with gr.Tab("Evaluate"):
-            build_evaluate(password)
-        with gr.Tab("Publish"):
-            build_publish(password)
+        with gr.Tabs() as tabs:
+            with gr.Tab("Tutor", id="tutor"):
+                tutor_model = build_tutor()
+            with gr.Tab("Train", id="train"):
+                job, tutor_btn, publish_btns = build_train(password)
+            with gr.Tab("Evaluate", id="evaluate"):
+                build_evaluate(password)
+            with gr.Tab("Publish", id="publish"):
+                publish_job = build_publish(password)
+        # A completed job's next steps lead to the other tabs.
+        tutor_btn.click(try_in_tutor, [password, job], [tutor_model, tabs], api_visibility="private")
+        for button in publish_btns:
+            button.click(publish_next, [password, job], [publish_job, tabs], api_visibility="private")
     return demo
 
 
@@ -1069,11 +1163,21 @@ class RefuseUploads:
         await self.app(scope, receive, send)
 
 
+def warm_tutor():
+    """Load the default model and generate one token, so that the first student does not wait for either."""
+    try:
+        for _ in stream_reply(EMBEDDED, [{"role": "user", "content": "1 + 1"}], ChatSettings(max_new_tokens=1)):
+            pass
+    except Exception:  # noqa: BLE001: a failed warm-up only means the first student waits; they see the error then
+        logging.getLogger(__name__).exception("warming the tutor failed")
+
+
 def main():
     import_libraries()
     jobs.list_jobs()  # on start: find every job on disk, marking those whose worker died as interrupted
     stop = threading.Event()
     threading.Thread(target=run_scheduler, args=(stop,), daemon=True, name="job-scheduler").start()
+    threading.Thread(target=warm_tutor, daemon=True, name="warm-tutor").start()
     concurrency = 32 if batching_enabled() else 8  # batched replies share forward passes: let a class in at once
     build_app().queue(default_concurrency_limit=concurrency, max_size=QUEUE_SIZE).launch(
         server_name=None, server_port=None, max_file_size=MAX_UPLOAD,
