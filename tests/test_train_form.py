@@ -74,21 +74,22 @@ def test_the_monitor_line_fits_the_state(root):
            "time": "2026-01-01T00:00:10+00:00"}
     done = a_job("completed", [row, {"step": 4, "eval_loss": 1.4, "time": row["time"]}])
     store.write_metrics(jobs.job_dir(done), {"final_loss": 1.2345})
-    facts, *_, cancel, resume, delete, edit = app.job_view("", done)
+    facts, *_, cancel, resume, delete, edit, next_steps = app.job_view("", done)
     assert "final loss 1.234" in facts and "lr" not in facts and "tokens/s" not in facts
-    assert [b.constructor_args["visible"] for b in (cancel, resume, delete, edit)] == [False, False, True, True]
+    assert [b.constructor_args["visible"] for b in (cancel, resume, delete, edit, next_steps)] == [False, False, True,
+                                                                                                  True, True]
 
     resumed = a_job("running", [row], started="2026-01-01T00:05:00+00:00")  # logged before this run started
-    facts, *_, cancel, resume, delete, _ = app.job_view("", resumed)
+    facts, *_, cancel, resume, delete, _, next_steps = app.job_view("", resumed)
     assert "loading the model" in facts and "tokens/s" not in facts
-    assert [b.constructor_args["visible"] for b in (cancel, resume, delete)] == [True, False, False]
+    assert [b.constructor_args["visible"] for b in (cancel, resume, delete, next_steps)] == [True, False, False, False]
 
     running = a_job("running", [row], started="2026-01-01T00:00:00+00:00")
     assert "loss 1.25 · lr 1.00e-04 · 50 tokens/s" in app.job_view("", running)[0]
 
     a_job("queued", [], created="2026-01-01T00:00:01+00:00")
     waiting = a_job("queued", [], name="second", created="2026-01-01T00:00:02+00:00")
-    facts, *_, cancel, resume, delete, _ = app.job_view("", waiting)
+    facts, *_, cancel, resume, delete, _, _ = app.job_view("", waiting)
     assert "#2 in queue" in facts and "queued #2" in app.jobs_table()["state"].tolist()
     assert [b.constructor_args["visible"] for b in (cancel, resume, delete)] == [True, False, True]
 
