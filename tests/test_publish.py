@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from huggingface_hub import ModelCard, SpaceCard
+from huggingface_hub.repocard import metadata_load
 
 from tests.hub_standin import HubStandin
 from trainer.config import JobConfig
@@ -134,12 +135,19 @@ def test_dataset_and_base_metadata():
 def test_adapter_card_has_metadata_and_everything_known(data_root):
     path = make_job(data_root, "embedded:smollm2-135m-instruct", adapter=None)
     text = model_card(path, merged=False, repo_id="alice/tutor")
-    card = ModelCard(text)
+    (data_root / "README.md").write_text(text)
+    card = ModelCard.load(data_root / "README.md")  # the header read back as the Hub reads it
     assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    assert card.data.library_name == "peft"
+    assert card.data.library_name == "peft" and card.data.pipeline_tag == "text-generation"
     assert card.data.license == "apache-2.0"
     assert card.data.datasets == ["openai/gsm8k"]
-    assert {"math", "lora", "qlora"} <= set(card.data.tags)
+    assert {"math", "lora", "qlora", "transformers", "base_model:adapter:HuggingFaceTB/SmolLM2-135M-Instruct"} <= \
+        set(card.data.tags)
+    (result,) = card.data.eval_results  # the latest gsm8k report; the fine-tuned model's accuracy, not the base's
+    assert (card.data.model_name, result.dataset_type, result.metric_type, result.metric_value) == (
+        "tutor", "gsm8k", "accuracy", 0.2)
+    assert result.task_type == "text-generation" and "50 problems" in result.metric_name
+    assert metadata_load(data_root / "README.md")["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.2
     config = yaml.safe_load((path / "config.yaml").read_text())
     for key, value in config.items():  # every hyperparameter, as in config.yaml
         assert f"{key}:" in card.text, key
@@ -159,7 +167,8 @@ def test_merged_card_and_local_base(data_root, tiny_model_dir):
     card = ModelCard(model_card(path, merged=True, repo_id="alice/tutor-merged"))
     assert card.data.library_name == "transformers"
     assert card.data.base_model is None  # a local folder has no Hub id to point at
-    assert "merged" in card.data.tags
+    assert "merged" in card.data.tags and not any(t.startswith("base_model:") for t in card.data.tags)
+    assert [r.metric_value for r in card.data.eval_results] == [0.2]
     assert str(tiny_model_dir) in card.text
     assert "AutoModelForCausalLM.from_pretrained(\"alice/tutor-merged\")" in card.text
     assert "AutoPeftModel" not in card.text

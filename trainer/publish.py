@@ -18,8 +18,7 @@ import sys
 from pathlib import Path
 
 import httpx2  # huggingface_hub 2.4's HTTP client: its TransportError is how network failures arrive
-import yaml
-from huggingface_hub import CommitOperationAdd, HfApi, try_to_load_from_cache
+from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCardData, try_to_load_from_cache
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from huggingface_hub.repocard import metadata_load
 
@@ -215,14 +214,12 @@ def model_card(job_dir: Path, merged: bool, repo_id: str = "REPO_ID") -> str:
     datasets = hub_datasets(config.dataset)
     tags = ["math", "math-agent-studio", "trl", config.method, "lora"]
     tags += ["qlora"] if config.quantization == "4bit" else []
-    header = {
-        **({"base_model": base_id} if base_id else {}),
-        "library_name": "transformers" if merged else "peft",
-        "pipeline_tag": "text-generation",
-        **({"license": license_} if license_ else {}),
-        **({"datasets": datasets} if datasets else {}),
-        "tags": tags + (["merged"] if merged else []),
-    }
+    # PEFT's own card tags an adapter with its base (the Hub links the two by it); ours keeps them.
+    tags += ["merged"] if merged else ["transformers"] + ([f"base_model:adapter:{base_id}"] if base_id else [])
+    results = eval_results(eval_reports(job_dir))
+    card_data = ModelCardData(base_model=base_id, library_name="transformers" if merged else "peft",
+                              pipeline_tag="text-generation", license=license_, datasets=datasets or None, tags=tags,
+                              model_name=repo_id.split("/")[-1] if results else None, eval_results=results or None)
     base_text = f"[{base_id}](https://huggingface.co/{base_id})" if base_id else f"the local model `{config.base_model}`"
     kind = "a LoRA adapter merged into its base (a standalone model)" if merged else "a LoRA adapter (PEFT)"
     plot = render_loss_plot(job_dir)
@@ -259,7 +256,16 @@ def model_card(job_dir: Path, merged: bool, repo_id: str = "REPO_ID") -> str:
         "## How to load it\n\n```python\n" + load_snippet(repo_id, merged, config.system_prompt) + "```",
     ]
     body = "\n\n".join(s for s in sections if s)
-    return f"---\n{yaml.safe_dump(header, sort_keys=False)}---\n\n{body}\n"
+    return f"---\n{card_data.to_yaml()}\n---\n\n{body}\n"
+
+
+def eval_results(reports: list[dict]) -> list[EvalResult]:
+    """The fine-tuned model's accuracy per benchmark, for the card's model-index (the base's is in the text)."""
+    return [EvalResult(task_type="text-generation", dataset_type=r["benchmark"], dataset_name=r["benchmark"],
+                       metric_type="accuracy", metric_value=r["summary"]["adapter"]["accuracy"],
+                       metric_name=f"accuracy ({r['summary']['adapter']['total']} problems, "
+                                   f"{r.get('protocol', {}).get('shots', 0)}-shot)")
+            for r in reports if r["summary"].get("adapter")]
 
 
 def fmt(value) -> str:
