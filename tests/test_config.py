@@ -1,6 +1,7 @@
 """JobConfig: validation names the field and what would work; YAML and --set round-trip; presets are the seeds."""
 
 import dataclasses
+import importlib.util
 import json
 
 import pytest
@@ -9,7 +10,7 @@ from tests.conftest import ROOT, SHARED_DATA
 from trainer import jobs
 from trainer.config import ALL_PROJECTIONS, ATTENTION_PROJECTIONS, PRESETS, ConfigError, JobConfig
 from trainer.models import ModelError, check_model_fit
-from trainer.train import build_trainer
+from trainer.train import build_trainer, trainer_args
 
 SEED_PRESETS = ["gemma3-4b-mathx-qlora", "gemma3-27b-mathx-lora", "tinyllama-math-mix-lora", "llama3.2-3b-gsm8k-qlora"]
 
@@ -129,3 +130,23 @@ def test_the_cpu_default_stays_small_and_the_gsm8k_preset_is_the_measured_winner
     measured = json.loads((ROOT / "benchmarks" / "results" / "gsm8k_learning-h200.json").read_text())["job_config"]
     preset = gsm8k.to_dict()
     assert {k: v for k, v in measured.items() if k != "dataset"} == {k: preset[k] for k in measured if k != "dataset"}
+
+
+@pytest.mark.parametrize("tracker", ["tensorboard", "trackio", "wandb"])
+def test_report_to_needs_its_package_installed(tracker):
+    assert JobConfig().report_to == "none" and JobConfig().validate().report_to == "none"
+    if importlib.util.find_spec(tracker) is None:  # refused at launch with what to install
+        with pytest.raises(ConfigError, match=f"report_to = '{tracker}'.*pip install {tracker}"):
+            JobConfig(report_to=tracker).validate()
+    else:
+        assert JobConfig(report_to=tracker).validate().report_to == tracker
+    with pytest.raises(ConfigError, match="report_to.*use one of"):
+        JobConfig(report_to="mlflow").validate()
+
+
+@pytest.mark.parametrize("tracker, reported", [("none", []), ("tensorboard", ["tensorboard"]), ("wandb", ["wandb"])])
+def test_the_training_arguments_get_report_to(tracker, reported, tmp_path):
+    from trl import SFTConfig
+
+    args = SFTConfig(**trainer_args(JobConfig(report_to=tracker), tmp_path / "job-1", 4))
+    assert args.report_to == reported and args.run_name == "job-1"

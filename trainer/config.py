@@ -5,6 +5,7 @@ reads it, and it is saved as `config.yaml` beside the adapter it produced.
 """
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ OPTIMIZERS = ["adamw_torch", "adamw_torch_fused", "paged_adamw_8bit", "paged_ada
 # "auto": PyTorch's varlen flash kernel for padding-free batches on a GPU with bf16, else sdpa (trainer/train.py).
 ATTENTIONS = ["auto", "varlen", "sdpa", "flex_attention", "eager"]
 METHODS = ["sft", "grpo"]
+TRACKERS = ["none", "tensorboard", "trackio", "wandb"]  # report_to: each is the package (and module) to install
 
 
 GROUPS = ["Model", "Data", "LoRA", "Optimization", "Advanced"]  # the Train form's sections, in this order
@@ -111,6 +113,9 @@ class JobConfig:
         "Random seed for the data order, the split and the adapter's initial weights.")))
     save_steps: int = field(default=4, metadata=about("Advanced", "Checkpoint every", (
         "Save a checkpoint (what Resume continues from) every this many steps.")))
+    report_to: str = field(default="none", metadata=about("Advanced", "Experiment tracking", (
+        "Also log the run's metrics to TensorBoard (beside the checkpoints), Trackio or Weights & Biases; "
+        "its package must be installed where the job trains."), choices=TRACKERS))
     bf16: bool = field(default=True, metadata=about("Advanced", "bf16", (
         "Train in bfloat16 where the GPU has it; CPUs and older GPUs train in fp32.")))
     double_quant: bool = field(default=True, metadata=about("Model", "Double quantization", (
@@ -175,6 +180,9 @@ class JobConfig:
              "varlen attention needs padding_free or packing; use sdpa for padded batches"),
             (0 <= self.eval_fraction < 0.5, "eval_fraction", "use a fraction in [0, 0.5), such as 0.05"),
             (self.save_steps >= 1, "save_steps", "use 1 or more"),
+            (self.report_to in TRACKERS, "report_to", f"use one of {TRACKERS}"),
+            (self.report_to == "none" or importlib.util.find_spec(self.report_to) is not None, "report_to",
+             f"the {self.report_to} package is not installed here: `pip install {self.report_to}`, or use none"),
             (0 <= self.seed < 2**32, "seed", "use a whole number from 0 to 4294967295"),
             (self.method in METHODS, "method", f"use one of {METHODS}"),
             (not self.init_adapter or self.method == "grpo", "init_adapter",

@@ -253,7 +253,8 @@ def trainer_args(config: JobConfig, path: Path, batch_size: int) -> dict:
         lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
         num_train_epochs=config.num_epochs, max_steps=config.max_steps, optim=config.optimizer, seed=config.seed,
         bf16=use_bf16(config), activation_checkpointing=config.gradient_checkpointing, logging_steps=1,
-        save_steps=config.save_steps, save_total_limit=2, report_to=[], dataloader_num_workers=0, disable_tqdm=False,
+        save_steps=config.save_steps, save_total_limit=2, report_to=config.report_to, run_name=path.name,
+        dataloader_num_workers=0, disable_tqdm=False,
         use_cpu=not torch.cuda.is_available(), ddp_find_unused_parameters=False,
     )
 
