@@ -805,6 +805,13 @@ def undo(turns, shown, data: gr.UndoData):
     return rewind(turns, shown, data.index)
 
 
+def compare_column(question, model, temperature, top_p, max_new_tokens, system_prompt, think_first):
+    """One column of "Compare two models": the question, then that model's reply as it streams."""
+    asked = [{"role": "user", "content": normalize_latex(question or "")}]
+    for text in chat(question, [], model, temperature, top_p, max_new_tokens, system_prompt, think_first):
+        yield [*asked, *reply_messages(text)]
+
+
 def export_markdown(turns) -> str:
     """The conversation as a Markdown file for the download button."""
     path = served_folder() / f"tutor-conversation-{time.strftime('%Y%m%d-%H%M%S')}.md"
@@ -954,6 +961,16 @@ def build_tutor():
     verify.click(verify_by_sampling, [turns, sampled, model, temperature, top_p, max_new_tokens, system_prompt],
                  [sample_verdict, sampled], api_visibility="private")
     hint_btn.click(give_hint, [turns, practice, ladder, model], [hint, ladder], api_visibility="private")
+    with gr.Accordion("Compare two models", open=False, elem_id="compare"):
+        compare_question = gr.Textbox(label="One question for both", elem_id="compare-input")
+        ask_both = gr.Button("Ask both", size="sm")
+        with gr.Row():
+            for side in ("a", "b"):
+                with gr.Column():
+                    picked = model_picker(f"Model {side.upper()}")
+                    column = gr.Chatbot(latex_delimiters=LATEX_DELIMITERS, sanitize_html=True, height=360,
+                                        elem_id=f"compare-{side}", show_label=False)
+                ask_both.click(compare_column, [compare_question, picked, *knobs[1:]], column, api_visibility="private")
     with gr.Accordion("Find my mistake", open=False, elem_id="find-mistake"):
         with gr.Row():
             mistake_problem = gr.Textbox(label="Problem", lines=3, elem_id="mistake-problem")

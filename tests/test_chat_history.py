@@ -75,3 +75,10 @@ def test_markdown_export_holds_questions_reasoning_and_replies_in_order():
     path = Path(app.export_markdown(turns))
     assert path.suffix == ".md" and path.read_text(encoding="utf-8") == text
     assert path.is_relative_to(Path(app.tempfile.gettempdir()))
+
+
+@pytest.mark.slow
+def test_a_compare_column_streams_one_models_reply_under_the_question(data_root):
+    updates = list(app.compare_column("What is 2 + 2?", app.EMBEDDED, *GREEDY.values()))  # a model that answers
+    assert len(updates) >= 2 and updates[-1][0] == {"role": "user", "content": "What is 2 + 2?"}
+    assert updates[-1][1]["role"] == "assistant" and updates[-1][1]["content"]
