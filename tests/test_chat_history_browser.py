@@ -24,12 +24,12 @@ def test_retry_regenerates_the_reply_and_keeps_one_exchange(data_root, tmp_path)
         retry = chat.get_by_role("button", name="Retry")
         retry.last.wait_for(timeout=600_000)  # shown once the reply is done
         wait_until(send.is_enabled, 60, "Send enabled after the reply")
-        first = chat.locator(".message.bot, [data-testid='bot']").first.inner_text()
+        first = chat.get_by_test_id("bot").first.inner_text()
         retry.last.click()
-        wait_until(lambda: chat.locator(".message.bot, [data-testid='bot']").count() > 0
-                   and chat.locator(".message.bot, [data-testid='bot']").first.inner_text() != first
+        wait_until(lambda: chat.get_by_test_id("bot").count() > 0
+                   and chat.get_by_test_id("bot").first.inner_text() != first
                    and send.is_enabled(), 600, "a regenerated reply")
-        assert chat.locator(".message.user, [data-testid='user']").count() == 1  # one exchange, not two
-        assert "5 + 7" in chat.locator(".message.user, [data-testid='user']").first.inner_text()
+        assert chat.get_by_test_id("user").count() == 1, chat.inner_text()  # one exchange, not two
+        assert "5 + 7" in chat.get_by_test_id("user").first.inner_text()
     log = (tmp_path / "app.log").read_text()
     assert "Traceback" not in log, log[-3000:]
