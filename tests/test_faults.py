@@ -77,6 +77,9 @@ def no_stray_workers(data_root):
             proc.kill()
 
 
+STEP = app.JOB_COLUMNS.index("step")
+
+
 def table_rows(url: str) -> list[list]:
     """The jobs table as the page gets it (the handler is off the public API, so called as the page calls it)."""
     message = call_by_index(url, "/refresh_jobs", ["", None])
@@ -107,9 +110,9 @@ def test_app_killed_while_training_then_the_machine_restarts_mid_checkpoint(data
         (row,) = [r for r in table_rows(url) if r[0] == path.name]
         assert row[2] == "running"  # still listed, still training: its worker is alive
         worker.resume()
-        seen = int(row[4].split("/")[0])
+        seen = int(row[STEP].split("/")[0])
         end = time.time() + 300
-        while int([r for r in table_rows(url) if r[0] == path.name][0][4].split("/")[0]) <= seen:
+        while int([r for r in table_rows(url) if r[0] == path.name][0][STEP].split("/")[0]) <= seen:
             assert time.time() < end, "no progress shown after the restart"
             time.sleep(0.5)
         # Now the machine "restarts": the app and the worker die at once, the worker in the middle of writing
