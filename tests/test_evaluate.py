@@ -204,6 +204,7 @@ def test_test_problems_in_the_training_data_are_counted(data_root, tmp_path, sha
 def test_math_verify_scores_the_whole_reply_as_a_second_scorer():
     from trainer.answers import reply_is_correct
 
-    assert reply_is_correct("First 2 + 3 = 5, so the answer is $\\boxed{5}$.", "5")
-    assert reply_is_correct("The roots are $x = \\frac{1}{2}$.", "0.5")
-    assert not reply_is_correct("So it is $\\boxed{6}$.", "5")
+    slow = 60  # seconds: a deadline for a busy machine, not a speed test
+    assert reply_is_correct("First 2 + 3 = 5, so the answer is $\\boxed{5}$.", "5", timeout_s=slow)
+    assert reply_is_correct("The roots are $x = \\frac{1}{2}$.", "0.5", timeout_s=slow)
+    assert not reply_is_correct("So it is $\\boxed{6}$.", "5", timeout_s=slow)
