@@ -21,6 +21,10 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import unquote
 
+# Before torch loads OpenMP: its threads sleep at a barrier instead of spinning, as in `python -m tutor` (see there).
+# On this shared 2-core CPU one student's first token went from 2.4 s (p50, spinning) to 0.57 s (benchmarks/README.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import gradio as gr
 import pandas as pd
 import yaml
