@@ -136,3 +136,21 @@ def chromium():
             yield browser
         finally:
             browser.close()
+
+
+def set_generation(page, **settings) -> None:
+    """Open the Tutor's generation settings and set each one, by its label ("max new tokens", ...) with _ for spaces."""
+    page.get_by_text("Generation settings").click()
+    for name, value in settings.items():
+        field = page.get_by_label(name.replace("_", " ")).last
+        field.fill(str(value))
+        field.press("Enter")
+
+
+@contextmanager
+def app_page(tmp_path: Path, **env: str):
+    """A Chromium page open on a freshly started app (`env` as app_env takes it); the app's log in tmp_path."""
+    with app_server(app_env(**env), tmp_path / "app.log") as url, chromium() as browser:
+        page = browser.new_page()
+        page.goto(url)
+        yield page

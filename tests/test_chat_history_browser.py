@@ -2,20 +2,16 @@
 
 import pytest
 
-from tests.browser import app_env, app_server, chromium, wait_until
+from tests.browser import app_page, set_generation, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def test_retry_regenerates_the_reply_and_keeps_one_exchange(data_root, tmp_path):
-    with app_server(app_env(), tmp_path / "app.log") as url, chromium() as browser:
-        page = browser.new_page()
-        page.goto(url)
-        page.get_by_text("Generation settings").click()
+    with app_page(tmp_path) as page:
+        set_generation(page, max_new_tokens=32)
         page.get_by_label("temperature (0 = greedy)").last.fill("1.5")  # a new sample differs from the old one
         page.get_by_label("temperature (0 = greedy)").last.press("Enter")
-        page.get_by_label("max new tokens").last.fill("32")
-        page.get_by_label("max new tokens").last.press("Enter")
         page.locator("#tutor-input textarea").fill("What is 5 + 7?")
         page.get_by_role("button", name="Send").click()
 

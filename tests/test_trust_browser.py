@@ -3,19 +3,15 @@ mistake marks the planted wrong step."""
 
 import pytest
 
-from tests.browser import app_env, app_server, chromium
+from tests.browser import app_page, set_generation
 from tests.test_tutor_browser import send, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def test_two_roots_are_graded_as_a_set_and_a_planted_error_is_found(data_root, tmp_path):
-    with app_server(app_env(), tmp_path / "app.log") as url, chromium() as browser:
-        page = browser.new_page()
-        page.goto(url)
-        page.get_by_text("Generation settings").click()
-        page.get_by_label("max new tokens").last.fill("16")
-        page.get_by_label("max new tokens").last.press("Enter")
+    with app_page(tmp_path) as page:
+        set_generation(page, max_new_tokens=16)
         send(page, "Solve $x^2-5x+6=0$.")
         send_button = page.get_by_role("button", name="Send")
         wait_until(send_button.is_disabled, 60, "Send disabled while the reply streams")
