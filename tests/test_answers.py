@@ -187,9 +187,15 @@ def test_math_verify_runs_off_the_main_thread_without_signals():
 
 @pytest.fixture
 def fresh_verifier():
+    """No checker process from before, and none left after: a stand-in's replacement, started in the background with
+    the stand-in's command, would otherwise stay in the pool and answer later tests' checks (it did: 'Correct!')."""
     answers.stop_verifier()
     yield
+    end = time.monotonic() + 120
+    while answers._starting and time.monotonic() < end:
+        time.sleep(0.05)
     answers.stop_verifier()
+    assert answers.verifiers_alive() == 0
 
 
 def test_a_hung_check_returns_false_and_its_worker_is_killed(fresh_verifier, monkeypatch):
