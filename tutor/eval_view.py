@@ -51,7 +51,7 @@ def problem_table(report: dict, show: str = "all") -> pd.DataFrame:
             continue
         row = [base["id"], base["question"], base["gold"]]
         for result in results.values():
-            row += [result["extracted"] or "", "✅" if result["correct"] else "❌", result["output"]]
+            row += [result["extracted"] or "", "yes" if result["correct"] else "no", result["output"]]
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
 
