@@ -17,7 +17,7 @@ from tutor.evaluate import (
     CPU_BATCH, EvalConfig, EvalError, Problem, auto_batch_size, disagreements, evaluate, generate_batch, load_problems,
     prompt_messages,
 )
-from tutor.models import load_model
+from tutor.models import load_for_evaluation, load_model
 
 pytestmark = pytest.mark.usefixtures("empty_model_cache")
 
@@ -54,6 +54,20 @@ def test_batched_greedy_equals_one_at_a_time(data_root, sharp_model_dir, adapter
     single = [generate_batch(loaded, [p], max_new_tokens=16)[0][0] for p in prompts]
     assert batched == single
     assert len(set(batched)) == len(batched) and all(len(text) > 16 for text in batched)  # real, distinct texts
+
+
+def test_an_adapter_merged_for_evaluation_replies_as_in_the_tutor(data_root, sharp_model_dir):
+    """Evaluation merges the adapter into a model of its own: the same greedy replies as the Tutor's adapter, which
+    differ from the base's; nothing is cached or shared with the Tutor."""
+    make_job(data_root, "job-a", sharp_model_dir, seed=3)
+    merged = load_for_evaluation("adapter:job-a")
+    assert not hasattr(merged.model, "peft_config") and not merged.base.has_adapters
+    tutor = load_model("adapter:job-a")
+    assert tutor.model is not merged.model
+    prompts = prompts_for(tutor, QUESTIONS)
+    replies = generate_batch(merged, prompts, max_new_tokens=16)
+    assert replies == generate_batch(tutor, prompts, max_new_tokens=16)
+    assert replies != generate_batch(load_for_evaluation(str(sharp_model_dir)), prompts, max_new_tokens=16)
 
 
 def test_replies_that_end_leave_the_batch_and_greedy_is_generates_own(data_root, sharp_model_dir, monkeypatch):

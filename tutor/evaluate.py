@@ -23,7 +23,9 @@ from trainer.data import DataError, Part, describe, load_examples, normalize_row
 from trainer.models import EMBEDDED, Kind, ModelChoice
 from trainer.store import job_of_adapter, read_config, report_file, write_json
 from tutor.chat import encode
-from tutor.models import Loaded, adapter_base, adapter_base_name, base_path, cache_key, find_adapter, load_model
+from tutor.models import (
+    Loaded, adapter_base, adapter_base_name, base_path, cache_key, find_adapter, load_for_evaluation,
+)
 
 BENCHMARKS = {  # name: (Hub dataset, config, split, file under ../shared/data)
     "gsm8k": ("openai/gsm8k", "main", "test", "gsm8k/test.jsonl"),
@@ -98,9 +100,10 @@ def evaluate(config: EvalConfig, progress: Progress | None = None) -> dict:
     runs = {}
     for role, choice in choices.items():
         started = time.perf_counter()
-        loaded = load_model(choice)
+        loaded = load_for_evaluation(choice)
         load_s = time.perf_counter() - started
         runs[role] = run_benchmark(loaded, problems, config, progress)
+        del loaded  # its memory goes to the next model's batch
         runs[role].update(choice=str(choice), load_s=round(load_s, 2),
                           ci95=[round(x, 4) for x in accuracy_interval(runs[role]["correct"], runs[role]["total"])])
     report = {
@@ -260,6 +263,8 @@ def protocol(config: EvalConfig, device: str, batch_size: int) -> dict:
         "max_new_tokens": config.max_new_tokens,
         "batch_size": batch_size,
         "padding": "left, with attention mask; a reply leaves the batch once it has ended",
+        "weights": "a model of its own per run: 4-bit weights dequantized to 16 bits where they fit, an adapter merged "
+                   "into them (tutor.models.load_for_evaluation)",
         "extractor": "trainer.answers.extract_answer",
         "equivalence": "trainer.answers.is_equivalent",
         "second_scorer": "trainer.answers.reply_is_correct: math-verify parses the whole reply and verifies it against "

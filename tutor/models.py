@@ -131,6 +131,38 @@ def load_model(choice: "str | ModelChoice") -> Loaded:
     return loaded
 
 
+def load_for_evaluation(choice: "str | ModelChoice") -> Loaded:
+    """A model of its own for a benchmark run (not cached, not shared with the Tutor), with nothing left to do at every
+    token that can be done once: 4-bit weights dequantized to 16 bits where they fit the GPU twice over, and an
+    adapter merged into the weights. Dequantized weights are the very values the 4-bit layers compute with, so the
+    replies are the model's own; merging only rounds the adapter's update into them. On an H200 the embedded model's
+    adapter generated 13x fewer tokens per second unmerged on its 4-bit base than the base alone."""
+    from peft import PeftModel
+
+    choice = ModelChoice.parse(choice)
+    adapter = find_adapter(choice)
+    model, tokenizer = load_base(base_path(choice) if adapter is None else adapter_base(adapter))
+    if getattr(model, "hf_quantizer", None) is not None and fits_dequantized(model):
+        model = model.dequantize(dtype=next(p.dtype for p in model.parameters() if p.is_floating_point()))
+    base = Base(str(choice), model, tokenizer)
+    if adapter is not None:
+        try:
+            model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+            if getattr(model.base_model.model, "hf_quantizer", None) is None:
+                model = model.merge_and_unload()
+        except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
+            raise ModelLoadError(f"The adapter at {adapter} is broken or does not fit its base: {exc}") from None
+        base.model, tokenizer = model.eval(), adapter_tokenizer(adapter, base)
+    return Loaded(base, tokenizer, display_name(choice))
+
+
+def fits_dequantized(model) -> bool:
+    """Whether the model's weights in 16 bits take at most half the GPU memory still free."""
+    weights = 2 * sum(p.numel() for p in model.parameters())  # a packed 4-bit parameter holds two (overcounts the rest)
+    free, _ = torch.cuda.mem_get_info(model.device)
+    return 2 * (2 * weights) <= free
+
+
 def clear_cache() -> None:
     """Forget every loaded model and free its memory, once the batched replies still running on them have ended."""
     with _lock:
