@@ -78,6 +78,16 @@ def test_parse_spec_reads_every_kind_of_part():
     ]
 
 
+def test_a_target_may_join_columns_with_plus_and_a_source_after_plus_starts_a_part():
+    svamp = {"problem": "Body+Question", "answer": "Answer"}
+    assert parse_spec("file:/d/svamp.jsonl?problem=Body+Question&answer=Answer") == [
+        Part("file", "/d/svamp.jsonl", None, None, svamp)]
+    assert parse_spec("file:/d/svamp.csv?problem=Body + Question&answer=Answer*5+builtin:basic-math*5") == [
+        Part("file", "/d/svamp.csv", None, 5, svamp), Part("builtin", "basic-math", None, 5)]
+    # a mapping ended by its count: the next '+' starts a part, whatever follows it
+    assert len(parse_spec("file:/a.csv?problem=Q*5+file:/b.csv?problem=Body+Question*5")) == 2
+
+
 def test_every_preset_spec_parses():
     from trainer.config import PRESETS
 
@@ -99,6 +109,8 @@ def test_every_preset_spec_parses():
     ("builtin:basic-math*5+", "empty part"),
     ("file:/x.csv?problem", "?problem=Question&answer=Answer"),
     ("file:/x.csv?query=Q", "'query' is not something to map"),
+    ("file:/x.csv?problem=Body+&answer=A", "join named columns of text with +"),
+    ("file:/x.csv?messages=a+b", "messages takes one column"),
 ])
 def test_parse_spec_explains_bad_specs(spec, message):
     with pytest.raises(DataError, match=re.escape(message)):
@@ -213,6 +225,29 @@ def test_unknown_columns_are_listed_with_the_mapping_to_use(tmp_path):
     ]
     with pytest.raises(DataError, match=r"no column 'Answer' \(named in \?answer=Answer\); its columns are"):
         load_examples(f"file:{path}?problem=Q&answer=Answer")
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_a_problem_joined_from_body_and_question_columns_trains(tmp_path, kind):
+    """SVAMP's shape: the problem is Body then Question; the answer a number (8.0 in JSON, text in CSV)."""
+    rows = [{"ID": "a1", "Body": "Jack had 5 pens. He bought 3 more.", "Question": "How many pens does he have?",
+             "Equation": "( 5.0 + 3.0 )", "Answer": 8.0},
+            {"ID": "a2", "Body": "A box holds 12 eggs.", "Question": "How many eggs are in 2 boxes?",
+             "Equation": "( 12.0 * 2.0 )", "Answer": 24.0}]
+    path = (write_csv(tmp_path / "svamp.csv", list(rows[0]), [list(row.values()) for row in rows]) if kind == "csv"
+            else write_jsonl(tmp_path / "svamp.jsonl", rows))
+    examples = load_examples(f"file:{path}?problem=Body+Question&reasoning=Equation&answer=Answer")
+    assert examples == [
+        {"problem": "Jack had 5 pens. He bought 3 more. How many pens does he have?", "reasoning": "( 5.0 + 3.0 )",
+         "answer": "8" if kind == "jsonl" else "8.0"},
+        {"problem": "A box holds 12 eggs. How many eggs are in 2 boxes?", "reasoning": "( 12.0 * 2.0 )",
+         "answer": "24" if kind == "jsonl" else "24.0"},
+    ]
+    assert to_messages(examples[0], "")[0]["content"] == examples[0]["problem"]  # the turn the model learns from
+    with pytest.raises(DataError) as error:
+        load_examples(f"file:{path}?problem=Body+Questions&answer=Answer")
+    assert ("no column 'Questions' (named in ?problem=Body+Questions); its columns are "
+            "['Answer', 'Body', 'Equation', 'ID', 'Question']") in str(error.value)
 
 
 # ---------------------------------------------------------------------------------------------- broken files

@@ -195,8 +195,32 @@ def test_any_test_set_with_the_specs_and_schemas_of_training(tmp_path):
 
     with pytest.raises(EvalError, match="no column 'Question'.*'A', 'Q'"):
         load_problems("gsm8k", f"file:{csv}?problem=Question&answer=A")
+    missing = r"no column 'Body' \(named in \?problem=Body\+Q\); its columns are \['A', 'Q'\]"
+    with pytest.raises(EvalError, match=missing):
+        load_problems("gsm8k", f"file:{csv}?problem=Body+Q&answer=A")
     with pytest.raises(EvalError, match="one at a time"):
         load_problems("gsm8k", f"file:{csv}?problem=Q&answer=A*2+builtin:basic-math*2")
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_cli_eval_reads_a_problem_joined_from_body_and_question(data_root, tiny_model_dir, tmp_path, kind):
+    import pandas as pd
+
+    frame = pd.DataFrame({"Body": ["Jack had 5 pens. He bought 3 more.", "A box holds 12 eggs."],
+                          "Question": ["How many pens does he have?", "How many eggs are in 2 boxes?"],
+                          "Answer": [8.0, 24.0]})
+    path = tmp_path / f"svamp.{kind}"
+    frame.to_csv(path, index=False) if kind == "csv" else frame.to_json(path, orient="records", lines=True)
+    out = tmp_path / "report.json"
+    code = main(["eval", "--model", str(tiny_model_dir), "--data-file",
+                 f"file:{path}?problem=Body+Question&answer=Answer", "--max-new-tokens", "2", "--out", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["data"] == {"source": f"file:{path}", "problems": 2}
+    problems = report["runs"]["base"]["problems"]
+    assert [p["question"] for p in problems] == ["Jack had 5 pens. He bought 3 more. How many pens does he have?",
+                                                 "A box holds 12 eggs. How many eggs are in 2 boxes?"]
+    assert [is_equivalent(n, p["gold"]) for n, p in zip(["8", "24"], problems)] == [True, True]
 
 
 def test_test_problems_in_the_training_data_are_counted(data_root, tmp_path, sharp_model_dir):

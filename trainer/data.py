@@ -14,7 +14,12 @@ A part may end in `*<count>` (required in a mixture; otherwise max_samples decid
     file:/data/quiz.jsonl?problem=q&reasoning=working&answer=a*500+builtin:basic-math*500
 
 Targets: problem, answer, reasoning (the steps), solution (steps whose last \\boxed{} is the answer) and
-messages (a chat list). Paths and column names cannot contain `+ * ? & =`.
+messages (a chat list). A target may join several columns with `+`, their texts then joined by a space, as SVAMP
+writes a problem as Body and Question:
+
+    file:/data/svamp.jsonl?problem=Body+Question&answer=Answer
+
+Paths and column names cannot contain `+ * ? & =`.
 
 Known schemas, recognised from the columns:
     MathX-5M    problem (or question), generated_solution (<think> steps </think> ...), expected_answer
@@ -62,6 +67,7 @@ ROLES = {"system", "user", "assistant"}
 HUB_ID_RE = re.compile(r"^(?P<repo>[\w.-]+(?:/[\w.-]+)?)(?::(?P<config>[\w.-]+))?$")
 CALCULATOR_RE = re.compile(r"<<[^<>\n]*>>")  # GSM8K's <<48/2=24>> notes
 SYSTEM_PROBE = "SYSTEM-PROMPT-PROBE"
+PART_START_RE = re.compile(r"\s*[A-Za-z]+\s*:")  # hub:, file:, builtin: ... at the start of a part
 
 SCHEMA_HELP = (
     "Known schemas: MathX-5M (problem or question, generated_solution, expected_answer); GSM8K (question, answer "
@@ -92,7 +98,7 @@ def parse_spec(spec: str) -> list[Part]:
     """Parse a dataset spec into its parts. Raises DataError saying what is wrong and what would work."""
     if not (spec or "").strip():
         raise DataError("The dataset spec is empty: use builtin:basic-math, file:/path/data.jsonl or hub:owner/name.")
-    texts = [text.strip() for text in spec.split("+")]
+    texts = split_parts(spec)
     parts = [parse_part(text, spec) for text in texts]
     uncounted = [text for text, part in zip(texts, parts) if part.count is None]
     if len(parts) > 1 and uncounted:
@@ -101,6 +107,18 @@ def parse_spec(spec: str) -> list[Part]:
             f"{uncounted[0]!r} has none: add *<count>."
         )
     return parts
+
+
+def split_parts(spec: str) -> list[str]:
+    """The texts of the spec's parts. A '+' inside a column mapping (`?problem=Body+Question`) joins columns; one
+    followed by a source (`hub:`, `file:`, `builtin:`, or an unknown kind, refused later) starts the next part."""
+    texts: list[str] = []
+    for piece in spec.split("+"):
+        if texts and "?" in texts[-1] and "*" not in texts[-1].partition("?")[2] and not PART_START_RE.match(piece):
+            texts[-1] += "+" + piece
+        else:
+            texts.append(piece)
+    return [text.strip() for text in texts]
 
 
 def parse_part(text: str, spec: str) -> Part:
@@ -148,7 +166,11 @@ def parse_columns(query: str, text: str) -> dict[str, str]:
             raise DataError(f"In {text!r} a column mapping looks like ?problem=Question&answer=Answer, not {pair!r}.")
         if target not in MAPPING_TARGETS:
             raise DataError(f"In {text!r} {target!r} is not something to map a column to; use {MAPPING_TARGETS}.")
-        columns[target] = column
+        names = [name.strip() for name in column.split("+")]
+        if len(names) > 1 and (target == "messages" or "" in names):
+            raise DataError(f"In {text!r} ?{target}={column} cannot be read: join named columns of text with +, as in "
+                            "?problem=Body+Question (messages takes one column).")
+        columns[target] = "+".join(names)
     return columns
 
 
@@ -354,13 +376,22 @@ def normalize_rows(rows: list[dict], part: Part) -> list[dict]:
 
 
 def map_columns(rows: list[dict], columns: dict[str, str], source: str) -> list[dict]:
+    """The mapped targets added to each row; a target of several columns (Body+Question) gets their texts joined by a
+    space."""
     present = set().union(*rows)
     for target, column in columns.items():
-        if column not in present:
-            raise DataError(
-                f"{source} has no column {column!r} (named in ?{target}={column}); its columns are {sorted(present)}."
-            )
-    return [{**row, **{target: row.get(column) for target, column in columns.items()}} for row in rows]
+        for name in column.split("+"):
+            if name not in present:
+                raise DataError(f"{source} has no column {name!r} (named in ?{target}={column}); its columns are "
+                                f"{sorted(present)}.")
+    return [{**row, **{target: mapped(row, column) for target, column in columns.items()}} for row in rows]
+
+
+def mapped(row: dict, column: str):
+    """A row's value of one column as it is, or the texts of several (`Body+Question`) joined by a space."""
+    if "+" not in column:
+        return row.get(column)
+    return " ".join(text for text in (as_text(row.get(name)) for name in column.split("+")) if text)
 
 
 def detect_schema(rows: list[dict], source: str) -> str:
