@@ -133,16 +133,27 @@ def grade(student: str, known: Known) -> tuple[bool, str]:
     return False, "Not correct yet. Check your steps and try again."
 
 
-def badge(problem: str, reply_answer: str) -> str:
-    """One line on a tutor's reply: verified when its answer checks against the problem, else why not."""
+def reply_check(problem: str, reply_answer: str) -> tuple[str, Known | None, str | None]:
+    """(the verdict on a tutor's reply: "verified", "does not check", "no answer" or "not checked"; the problem's
+    known answer; the answer the reply states)."""
     known = known_answer(problem)
     answer = extract_answer(reply_answer or "", strict=True)
     if known is None:
+        return "not checked", None, answer
+    if answer is None:
+        return "no answer", known, None
+    return ("verified" if same_answer(answer, known) else "does not check"), known, answer
+
+
+def badge(problem: str, reply_answer: str) -> str:
+    """One line on a tutor's reply: verified when its answer checks against the problem, else why not."""
+    verdict, known, answer = reply_check(problem, reply_answer)
+    if verdict == "not checked":
         return ("❔ **Uncertain**: not checked (the question has no equation or arithmetic to check the answer "
                 "against; Verify by sampling can).")
-    if answer is None:
+    if verdict == "no answer":
         return f"❔ **Uncertain**: the reply states no final answer; checked exactly, the answer is {known.shown}."
-    if same_answer(answer, known):
+    if verdict == "verified":
         return f"✅ **Verified**: {known.how}."
     return f"⚠️ **Does not check**: {known.how} gives {known.shown}, not {answer}."
 
@@ -155,17 +166,23 @@ def sample_count() -> tuple[int, bool]:
     return (SAMPLES_GPU if on_gpu else SAMPLES_CPU), on_gpu
 
 
+def sampled_answer(reply: str) -> str | None:
+    """The final answer of one sampled reply, as Verify by sampling reads it (after any <think> section)."""
+    from tutor.render import split_reasoning
+
+    return extract_answer(split_reasoning(reply)[1])
+
+
 def sample_answers(choice: str, history: list[dict], settings, n: int) -> list[str | None]:
     """The final answers of n replies sampled for the conversation `history` (one at a time unless replies are
     batched, as they are on a GPU; see tutor/serving.py)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tutor.chat import complete_reply
-    from tutor.render import split_reasoning
     from tutor.serving import batching_enabled
 
     def one(_) -> str | None:
-        return extract_answer(split_reasoning(complete_reply(choice, history, settings))[1])
+        return sampled_answer(complete_reply(choice, history, settings))
 
     with ThreadPoolExecutor(n if batching_enabled() else 1) as pool:
         return list(pool.map(one, range(n)))
