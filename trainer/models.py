@@ -165,7 +165,7 @@ def check_model_fit(config, model_path: str) -> None:
     Builds the model on the meta device (no weights loaded), so it is cheap enough to run before launching.
     """
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     model_config = AutoConfig.from_pretrained(model_path)
     existing = getattr(model_config, "quantization_config", None)
@@ -175,10 +175,18 @@ def check_model_fit(config, model_path: str) -> None:
             f"quantization = {config.quantization!r} is not possible: {config.base_model} is already quantized "
             f"({method}) and bitsandbytes cannot quantize it again; use quantization: none or an unquantized base."
         )
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(model_config)
+    model = meta_model(model_config)
     linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
                      if isinstance(module, torch.nn.Linear) and "lm_head" not in name})
     unknown = [m for m in config.target_modules if m not in linear and m != "all-linear"]
     if unknown:
         raise ModelError(f"target_modules {unknown} are not in {config.base_model}; its linear layers are {linear}.")
+
+
+def meta_model(model_config):
+    """A model of `model_config` (transformers' AutoConfig) built on the meta device: its shapes, no weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(model_config)
