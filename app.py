@@ -1046,7 +1046,10 @@ def evaluation(password, job_id, show):
 
 
 def evaluation_comparison(password):
-    return None if instructor_refusal(password) else eval_view.comparison_table()
+    if instructor_refusal(password):
+        return None, None
+    evaluations = eval_view.completed_reports()
+    return eval_view.comparison_table(evaluations), eval_view.comparison_figure(evaluations)
 
 
 def cancel_evaluation(password, job_id):
@@ -1101,6 +1104,7 @@ def build_evaluate(password: gr.Textbox):
             report = gr.File(label="Report (JSON)")
     with gr.Accordion("Every evaluation, side by side", open=False) as every:
         compare = gr.Dataframe(wrap=True, interactive=False)
+        compare_chart = gr.Plot(label="Accuracy per test set, each model's newest evaluation, 95% intervals")
         refresh = gr.Button("Refresh", size="sm")
     seen = gr.State()
     view = [summary, progress, accuracy, problems, report, seen]
@@ -1116,7 +1120,7 @@ def build_evaluate(password: gr.Textbox):
     job.focus(lambda password: gr.Dropdown(choices=[] if instructor_refusal(password) else eval_jobs()), password, job,
               show_progress="hidden", api_visibility="private")  # students see no jobs
     for event in (every.expand, refresh.click):
-        event(evaluation_comparison, password, compare, api_visibility="private")
+        event(evaluation_comparison, password, [compare, compare_chart], api_visibility="private")
 
 
 def build_app() -> gr.Blocks:
