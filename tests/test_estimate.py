@@ -105,7 +105,18 @@ def test_past_runs_are_read_from_completed_jobs(tmp_path, monkeypatch):
     done, running = (jobs.create_job(JobConfig(max_samples=8), name=name) for name in ("done", "running"))
     for path, state in [(done, "completed"), (running, "running")]:
         store.update_status(path, state=state, device=CPU.name)
-        store.append_progress(path, {"step": 1, "loss": 2.0, "tokens_per_second": 10.0})
-        store.append_progress(path, {"step": 2, "loss": 1.5, "tokens_per_second": 12.5})
+        for row in ROWS:
+            store.append_progress(path, row)
     (only,) = estimate.past_runs()
-    assert (only.job_id, only.device, only.tokens_per_s, only.config.max_samples) == (done.name, CPU.name, 12.5, 8)
+    assert (only.job_id, only.device, only.tokens_per_s, only.config.max_samples) == (done.name, CPU.name, 20.0, 8)
+
+
+# A run that loaded its model for 8 s, then trained 20 tokens/s: 40 tokens at 10 s, 240 at 20 s; then an evaluation
+ROWS = [{"step": 1, "loss": 2.0, "tokens_per_second": 4.0, "elapsed_s": 10.0},
+        {"step": 2, "loss": 1.5, "tokens_per_second": 12.0, "elapsed_s": 20.0},
+        {"step": 2, "loss": None, "eval_loss": 1.6, "tokens_per_second": 10.0, "elapsed_s": 24.0}]
+
+
+def test_the_steady_rate_leaves_out_loading_and_evaluation():
+    assert estimate.steady_rate(ROWS) == 20.0
+    assert estimate.steady_rate(ROWS[:1]) == 4.0 and estimate.steady_rate([]) == 0.0

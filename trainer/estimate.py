@@ -4,8 +4,8 @@ Rough by design, and it says so. The figures come from:
   - the data preview's token counts (trainer/data.py's `preview`: the examples the job takes, their lengths);
   - the Trainer's own step count (ceil of batches over accumulation, times epochs, or max_steps);
   - throughput measured on this machine (tokens/s in progress.jsonl of a completed job on the same base model and
-    device, the last row: its whole run), else a stated rough rate: 6 x parameters FLOP per token at a typical rate
-    for the device (ROUGH_FLOPS);
+    device, between its first and last training step: loading the model is not counted), else a stated rough rate:
+    6 x parameters FLOP per token at a typical rate for the device (ROUGH_FLOPS);
   - peak memory = base weights at the quantization's bytes per weight + LoRA parameters with their gradient and two
     AdamW moments + activations + the runtime (RUNTIME_BYTES). Activations: tokens per micro-batch x hidden size x
     bytes per value x (layers x 1 + ACTIVATION_VALUES) with gradient checkpointing (each layer keeps its input, one
@@ -31,7 +31,8 @@ QUANTIZED_BYTES = {("4bit", False): 0.5 + 4 / 64, ("4bit", True): 0.5 + 1 / 64 +
                    ("8bit", True): 1.0}
 ADAPTER_COPIES = 4  # a LoRA weight, its gradient and AdamW's two moments, each in the training dtype
 ACTIVATION_VALUES = 36  # values kept per token, per hidden unit, per layer, for the backward pass (fitted: see above)
-RUNTIME_BYTES = {"cpu": 1 * GiB, "gpu": 1 * GiB}  # CPU: Python with torch, transformers and TRL; GPU: CUDA context
+# CPU: Python with torch, transformers and TRL (a 3M-parameter model's job peaked at 603 MB here); GPU: CUDA's context
+RUNTIME_BYTES = {"cpu": 0.6 * GiB, "gpu": 1 * GiB}
 ROUGH_FLOPS = {"cpu": 10e9, "gpu": 100e12}  # per core / per GPU, as trained here: a guess until a job has run
 FLOP_PER_TOKEN = 6  # x parameters: forward and backward of one token
 
@@ -143,6 +144,20 @@ def rough_throughput(shape: ModelShape, machine: Machine) -> Throughput:
                       "no completed job on this base model and device yet")
 
 
+def steady_rate(rows: list[dict]) -> float:
+    """tokens/s of a run between its first and last training step, from progress rows (each row's tokens_per_second
+    and elapsed_s count from the worker's start, model loading included); the last row's own when there is one."""
+    steps = [r for r in rows if r.get("loss") is not None and isinstance(r.get("tokens_per_second"), (int, float))
+             and isinstance(r.get("elapsed_s"), (int, float))]
+    if not steps:
+        return 0.0
+    first, last = steps[0], steps[-1]
+    if last["elapsed_s"] <= first["elapsed_s"]:
+        return float(last["tokens_per_second"])
+    tokens = last["tokens_per_second"] * last["elapsed_s"] - first["tokens_per_second"] * first["elapsed_s"]
+    return tokens / (last["elapsed_s"] - first["elapsed_s"])
+
+
 @dataclass(frozen=True)
 class Run:
     """A completed training job as the estimate reads it."""
@@ -248,19 +263,19 @@ def this_machine() -> Machine:
 
 
 def past_runs() -> list[Run]:
-    """Completed training jobs with the tokens/s of their last progress row, oldest first."""
+    """Completed training jobs with their steady tokens/s, oldest first."""
     runs = []
     for job in store.job_folders():
         status = store.status_or_damage(job)
         if status["state"] != store.State.COMPLETED or status.get("kind", "train") != "train":
             continue
-        rows = [r for r in store.read_progress(job) if isinstance(r.get("tokens_per_second"), (int, float))]
+        rate = steady_rate(store.read_progress(job))
         try:
             config = store.read_config(job)
         except store.Damaged:
             continue
-        if rows:
-            runs.append(Run(job.name, str(status.get("device") or ""), config, float(rows[-1]["tokens_per_second"])))
+        if rate > 0:
+            runs.append(Run(job.name, str(status.get("device") or ""), config, rate))
     return runs
 
 
