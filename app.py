@@ -30,13 +30,13 @@ import pandas as pd
 import yaml
 from starlette.middleware import Middleware
 
-from trainer import basic_math, jobs, publish, store
+from trainer import basic_math, estimate, jobs, publish, store
 from trainer.config import GROUPS, PRESETS, TUTOR_PROMPT, ConfigError, JobConfig
 from trainer.data import check_files
 from trainer.answers import check_student_answer, extract_answer
 from trainer.models import EMBEDDED, OUT_OF_MEMORY_RE, Kind, ModelChoice, ModelError, check_model_fit, resolve_model
 from trainer.store import State, storage_warning
-from tutor import eval_job, eval_view
+from tutor import eval_job, eval_view, runs_view
 from tutor.chat import (
     MAX_NEW_TOKENS, ChatSettings, checked_question, checked_settings, checked_turns, stream_reply,
 )
@@ -256,17 +256,19 @@ def upload_dataset(password, file) -> str:
 
 
 def preview_data(password, *values):
-    """Render a few examples through the chat template and show the token-length histogram."""
+    """Render a few examples through the chat template, show the token-length histogram, and estimate the job's
+    steps, tokens, time and peak memory on this machine from those token counts (trainer/estimate.py)."""
     check_instructor(password)
     from transformers import AutoTokenizer
 
     from trainer.data import preview
-    from trainer.models import resolve_model
 
     try:
         config = form_config(values)
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.base_model))
-        result = preview(config, tokenizer, n=3)
+        model_path = resolve_model(config.base_model)
+        result = preview(config, AutoTokenizer.from_pretrained(model_path), n=3)
+        guess = (estimate.summary(estimate.estimate_job(config, model_path, result)) if config.method == "sft"
+                 else "No estimate for grpo jobs: their time goes to sampling replies.")
     except (ConfigError, ModelError, ValueError) as exc:
         raise UserError(str(exc)) from None
     shown = "\n\n".join(f"### Example {i + 1}\n```text\n{text}\n```" for i, text in enumerate(result["examples"]))
@@ -276,7 +278,7 @@ def preview_data(password, *values):
     histogram = pd.DataFrame({"tokens": bins.index.astype(int), "examples": bins.values})
     summary = (f"{len(lengths)} examples, median {int(lengths.median())} tokens, longest {int(lengths.max())}; "
                f"**{result['truncated_share']:.1%}** would be truncated at max_seq_length {config.max_seq_length}.")
-    return shown, histogram, summary
+    return shown, histogram, summary, guess
 
 
 def launch_job(password, name, *values):
@@ -446,7 +448,8 @@ def next_job_dir(password, job_id):
 
 
 def evaluate_next(password, job_id):
-    """Next step "Evaluate it": queue an evaluation of the job's adapter on GSM8K; it runs in the job queue."""
+    """Next step "Evaluate it": queue an evaluation of the job's adapter on GSM8K (it runs in the job queue), and pick
+    it in the Evaluate tab."""
     path = next_job_dir(password, job_id)
     try:
         job = eval_job.queue_evaluation(EvalConfig(adapter=str(ModelChoice(Kind.ADAPTER, path.name)),
@@ -455,7 +458,7 @@ def evaluate_next(password, job_id):
         raise UserError(str(exc)) from None
     jobs.schedule()
     return (f"Queued evaluation **{html.escape(job.name)}** on {NEXT_EVAL_LIMIT} GSM8K problems: "
-            "watch it in the **Evaluate** tab.")
+            "watch it in the **Evaluate** tab."), gr.Dropdown(choices=eval_jobs(), value=job.name)
 
 
 def try_in_tutor(password, job_id):
@@ -488,12 +491,32 @@ def refresh_jobs(password, job_id, request: gr.Request = None):
     if job_id and job_id not in ids:  # deleted meanwhile, here or by another client
         return jobs_table(), gr.Dropdown(choices=ids, value=None), *job_view(password, None)
     in_address = request.query_params.get("job") if request else None
-    if not job_id and in_address in ids:
-        return jobs_table(), gr.Dropdown(choices=ids, value=in_address), *job_view(password, in_address)
+    if not job_id and in_address in ids:  # the picker's change then shows it (picked_view)
+        return jobs_table(), gr.Dropdown(choices=ids, value=in_address), *[gr.skip()] * MONITOR_SIZE
     # The choices only, and no monitor without a pick: a tick sent just before a launch or a pick would otherwise
     # answer after it with the old pick, and set it back.
     monitor = job_view(password, job_id) if job_id else [gr.skip()] * MONITOR_SIZE
     return jobs_table(), gr.Dropdown(choices=ids), *monitor
+
+
+def picked_view(password, job_id):
+    """A new pick (from the picker, a row click, a launch or the page's address): its monitor, with the Delete
+    question and the last next step's note closed in the same update, so that nothing arriving later closes a
+    question asked about the job shown."""
+    return *job_view(password, job_id), gr.Row(visible=False), ""
+
+
+def training_job_ids() -> list[str]:
+    return [s["id"] for s in reversed(jobs.list_jobs()) if s.get("kind", "train") == "train"]
+
+
+def compare_jobs(password, job_ids):
+    """Compare runs: the picked jobs' loss curves, the settings that differ, their evaluation results."""
+    check_instructor(password)
+    try:
+        return runs_view.compare_runs(list(job_ids or []))
+    except store.JobError as exc:
+        raise UserError(str(exc)) from None
 
 
 def picked_row(event: gr.SelectData):
@@ -529,6 +552,8 @@ def build_train(password: gr.Textbox):
             with gr.Row():
                 preview_btn = gr.Button("Preview data")
                 launch_btn = gr.Button("Launch training", variant="primary")
+            guess = gr.Markdown("*Preview data to estimate the job's steps, time and memory on this machine.*",
+                                elem_id="job-estimate")
             with gr.Row():
                 dataset_upload = gr.UploadButton(f"Upload dataset (≤ {MAX_DATASET_MB} MB)", file_types=DATASET_TYPES,
                                                  size="sm", elem_id="dataset-upload")
@@ -577,8 +602,17 @@ def build_train(password: gr.Textbox):
                 confirm_btn = gr.Button("Yes, delete", variant="stop")
                 keep_btn = gr.Button("Keep it")
             log = gr.Code(label="Log (tail)", language=None, lines=10)
+            with gr.Accordion("Compare runs", open=False, elem_id="compare-runs"):
+                compared = gr.Dropdown([] if closed else training_job_ids(), value=[], multiselect=True,
+                                       label="Jobs to compare", elem_id="compare-jobs")
+                curves = gr.LinePlot(runs_view.loss_curves({}), x="step", y="loss", color="job",
+                                     title="Training loss", height=260, elem_id="compare-plot")
+                differences = gr.Dataframe(label="Settings that differ", interactive=False, wrap=True,
+                                           elem_id="compare-settings")
+                results = gr.Dataframe(label="Evaluation results: accuracy (95% interval) of the problems",
+                                       interactive=False, wrap=True, elem_id="compare-results")
     preset.change(preset_values, preset, ordered, api_visibility="private")
-    preview_btn.click(preview_data, [password, *ordered], [examples, histogram, lengths_summary])
+    preview_btn.click(preview_data, [password, *ordered], [examples, histogram, lengths_summary, guess])
     launch_btn.click(launch_job, [password, name, *ordered], job)
     dataset_upload.upload(upload_dataset, [password, dataset_upload], inputs["dataset"], api_visibility="private")
     config_upload.upload(load_config, [password, config_upload], ordered, api_visibility="private")
@@ -587,19 +621,20 @@ def build_train(password: gr.Textbox):
     cli_btn.click(lambda *values: gr.Code(cli_command(*values), visible=True), [name, *ordered], cli,
                   api_visibility="private")
     monitor = [facts, progress, loss_plot, lr_plot, log, cancel_btn, resume_btn, delete_btn, edit_btn, next_row]
-    job.change(job_view, [password, job], monitor, api_visibility="private")
+    job.change(picked_view, [password, job], [*monitor, confirm_row, next_note], api_visibility="private")
     jobs_df.select(picked_row, None, job, api_visibility="private")
     for button, action in [(cancel_btn, "cancel"), (resume_btn, "resume"), (confirm_btn, "delete")]:
         button.click(job_action, [password, gr.State(action), job], job)  # api names job_action, _1, _2
     delete_btn.click(ask_delete, job, [confirm_row, confirm_text], api_visibility="private")
-    gr.on([confirm_btn.click, keep_btn.click, job.change], lambda: gr.Row(visible=False), None, confirm_row,
+    gr.on([confirm_btn.click, keep_btn.click], lambda: gr.Row(visible=False), None, confirm_row,
           api_visibility="private")
     edit_btn.click(job_config_values, [password, job], ordered, api_visibility="private")
     gr.Timer(2).tick(refresh_jobs, [password, job], [jobs_df, job, *monitor], js=TICK_JS,
                      show_progress="hidden", api_visibility="private")
-    evaluate_btn.click(evaluate_next, [password, job], next_note, api_visibility="private")
-    job.change(lambda: "", None, next_note, api_visibility="private")
-    return job, tutor_btn, [merge_btn, publish_btn]
+    compared.change(compare_jobs, [password, compared], [curves, differences, results], api_visibility="private")
+    compared.focus(lambda password: gr.Dropdown(choices=[] if instructor_refusal(password) else training_job_ids()),
+                   password, compared, show_progress="hidden", api_visibility="private")  # jobs made since
+    return job, next_note, [evaluate_btn, tutor_btn, merge_btn, publish_btn]
 
 
 # ---------------------------------------------------------------- Publish
@@ -1121,6 +1156,7 @@ def build_evaluate(password: gr.Textbox):
               show_progress="hidden", api_visibility="private")  # students see no jobs
     for event in (every.expand, refresh.click):
         event(evaluation_comparison, password, [compare, compare_chart], api_visibility="private")
+    return job
 
 
 def build_app() -> gr.Blocks:
@@ -1134,12 +1170,13 @@ def build_app() -> gr.Blocks:
             with gr.Tab("Tutor", id="tutor"):
                 tutor_model = build_tutor()
             with gr.Tab("Train", id="train"):
-                job, tutor_btn, publish_btns = build_train(password)
+                job, next_note, (evaluate_btn, tutor_btn, *publish_btns) = build_train(password)
             with gr.Tab("Evaluate", id="evaluate"):
-                build_evaluate(password)
+                eval_job_picker = build_evaluate(password)
             with gr.Tab("Publish", id="publish"):
                 publish_job = build_publish(password)
-        # A completed job's next steps lead to the other tabs.
+        # A completed job's next steps lead to the other tabs; a queued evaluation is the Evaluate tab's pick.
+        evaluate_btn.click(evaluate_next, [password, job], [next_note, eval_job_picker], api_visibility="private")
         tutor_btn.click(try_in_tutor, [password, job], [tutor_model, tabs], api_visibility="private")
         for button in publish_btns:
             button.click(publish_next, [password, job], [publish_job, tabs], api_visibility="private")

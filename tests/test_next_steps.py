@@ -28,9 +28,10 @@ def done(data_root, tiny_model_dir, monkeypatch):
 
 
 def test_evaluate_it_queues_a_small_gsm8k_evaluation_of_the_adapter(done):
-    note = app.evaluate_next("", done)
+    note, picker = app.evaluate_next("", done)
     (evaluation,) = [s for s in jobs.list_jobs() if s.get("kind") == "eval"]
     assert evaluation["state"] == State.QUEUED and "Evaluate" in note and evaluation["id"] in note
+    assert picker.constructor_args["value"] == evaluation["id"]  # the Evaluate tab shows it
     config = store.read_config(jobs.job_dir(evaluation["id"]), EvalConfig)
     assert (config.adapter, config.benchmark, config.limit) == ("adapter:job-a", "gsm8k", app.NEXT_EVAL_LIMIT)
 

@@ -96,8 +96,11 @@ def test_the_monitor_line_fits_the_state(root):
 
 def test_a_reload_monitors_the_job_in_the_address(root):
     job = a_job("queued", [])
-    _, picker, facts, *_ = app.refresh_jobs("", None, gr.Request(query_params={"job": job}))
-    assert picker.constructor_args["value"] == job and "tiny" in facts
+    _, picker, *monitor = app.refresh_jobs("", None, gr.Request(query_params={"job": job}))
+    # The pick only: the picker's change shows the job, closing the Delete question in that same update.
+    assert picker.constructor_args["value"] == job and monitor == [gr.skip()] * app.MONITOR_SIZE
+    facts, *_, confirm_row, note = app.picked_view("", job)
+    assert "tiny" in facts and confirm_row.constructor_args["visible"] is False and note == ""
     _, picker, *monitor = app.refresh_jobs("", None, gr.Request(query_params={"job": "no-such-job"}))
     assert "value" not in picker.constructor_args and monitor == [gr.skip()] * app.MONITOR_SIZE
 
