@@ -120,3 +120,20 @@ ROWS = [{"step": 1, "loss": 2.0, "tokens_per_second": 4.0, "elapsed_s": 10.0},
 def test_the_steady_rate_leaves_out_loading_and_evaluation():
     assert estimate.steady_rate(ROWS) == 20.0
     assert estimate.steady_rate(ROWS[:1]) == 4.0 and estimate.steady_rate([]) == 0.0
+
+
+def test_the_preview_shows_the_estimate_measured_here_once_a_job_ran(tmp_path, monkeypatch, tiny_model_dir):
+    import app
+
+    monkeypatch.setenv("MATH_STUDIO_HOME", str(tmp_path / "studio"))
+    for name in ("INSTRUCTOR_PASSWORD", "SPACE_ID"):
+        monkeypatch.delenv(name, raising=False)
+    config = JobConfig(base_model=str(tiny_model_dir), max_samples=16, per_device_batch_size=4, num_epochs=1)
+    *_, guess = app.preview_data("", *app.form_values(config))
+    assert guess.startswith("**Estimate for this machine:** 4 steps") and "(rough: " in guess
+    done = jobs.create_job(config, name="ran")
+    store.update_status(done, state="completed", device=estimate.this_machine().name)
+    for row in ROWS:
+        store.append_progress(done, row)
+    *_, guess = app.preview_data("", *app.form_values(config))
+    assert f"at 20 tokens/s (measured on this machine in job {done.name} (same settings))" in guess
