@@ -10,7 +10,8 @@ from trainer import jobs, publish
 from trainer.config import ConfigError, JobConfig
 from trainer.data import DataError
 from trainer.grpo import (
-    Samples, answer_reward, format_reward, prompt_dataset, reward_functions, starting_adapter,
+    CPU_DEFAULTS, Samples, answer_reward, format_reward, on_this_machine, prompt_dataset, reward_functions,
+    starting_adapter,
 )
 from trainer.store import adapter_dir, append_progress, append_samples, read_progress, read_samples
 from trainer.train import last_checkpoint, reward_columns
@@ -82,6 +83,24 @@ def test_samples_keep_the_first_group_of_a_generation_with_its_rewards(tmp_path)
         {"step": 3, "problem": "3 + 4?", "answer": "7", "reply": "8", "answer_reward": 0.0, "format_reward": 0.0,
          "reward": 0.0},
     ]
+
+
+def test_on_a_cpu_a_step_holds_one_group_and_defaults_take_the_cpu_values_but_chosen_ones_stay(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    plain = on_this_machine(JobConfig(method="grpo"))
+    assert (plain.quantization, plain.max_completion_length) == (CPU_DEFAULTS["quantization"],
+                                                                 CPU_DEFAULTS["max_completion_length"])
+    assert (plain.per_device_batch_size, plain.gradient_accumulation_steps) == (plain.num_generations, 1)
+    chosen = JobConfig(method="grpo", quantization="8bit", max_completion_length=96, num_generations=8,
+                       per_device_batch_size=16, gradient_accumulation_steps=4)
+    assert on_this_machine(chosen) == JobConfig(method="grpo", quantization="8bit", max_completion_length=96,
+                                                num_generations=8, per_device_batch_size=8)
+    one_group = JobConfig(method="grpo", quantization="none", max_completion_length=16, per_device_batch_size=4)
+    assert on_this_machine(one_group) == one_group
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert on_this_machine(JobConfig(method="grpo")) == JobConfig(method="grpo")  # a GPU trains the settings as written
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.browser import ROOT, app_env, app_server, chromium, wait_until
+from tests.browser import ROOT, app_env, app_page, app_server, chromium, set_generation, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 QUESTION = r"Solve $2x + 3 = 7$ for $x$. We have $$2x = 7 - 3 = 4.$$ What is $x$?"
@@ -61,5 +61,41 @@ def test_student_chats_with_latex_reasoning_and_an_adapter(finished_job, tmp_pat
         send(page, "What is 5 + 7?")
         wait_until(lambda: "Thought for" in chat.inner_text(), 600, "the adapter's full reply")
         assert "5 + 7" in chat.inner_text() and "Solve" not in chat.inner_text()
+    log = (tmp_path / "app.log").read_text()
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_compare_streams_the_base_and_an_adapter_in_two_columns(data_root, embedded_dir, tmp_path):
+    from tests.test_tutor_models import make_job
+
+    make_job(data_root, "tiny-job", embedded_dir, seed=1, name="tiny-adapter")  # random LoRA weights on the base
+    with app_page(tmp_path) as page:
+        set_generation(page, max_new_tokens=32)
+        page.get_by_label("temperature (0 = greedy)").last.fill("0")  # greedy: only the weights tell them apart
+        page.get_by_label("temperature (0 = greedy)").last.press("Enter")
+        page.get_by_text("Compare two models").click()
+        page.get_by_label("Model B").click()
+        page.get_by_role("option", name="tiny-adapter", exact=False).click()
+        page.locator("#compare-input textarea").fill("What is 5 + 7?")
+        page.get_by_role("button", name="Ask both").click()
+
+        columns = {side: page.locator(f"#compare-{side}") for side in "ab"}
+        seen = {side: [] for side in columns}
+
+        def replies() -> dict[str, str]:
+            return {side: (column.get_by_test_id("bot").first.inner_text()
+                           if column.get_by_test_id("bot").count() else "") for side, column in columns.items()}
+
+        def both_stream_and_end() -> bool:
+            for side, text in replies().items():
+                seen[side].append(text)
+            settled = all(len(texts) > 20 and texts[-1] and len(set(texts[-20:])) == 1 for texts in seen.values())
+            return settled and all(len({t for t in texts if t}) >= 3 for texts in seen.values())
+
+        wait_until(both_stream_and_end, 600, "two replies, each arriving piece by piece")  # then 5 s unchanged
+        final = replies()
+        assert final["a"] != final["b"], final  # base and adapter, not one model twice
+        for column in columns.values():
+            assert "5 + 7" in column.get_by_test_id("user").first.inner_text()
     log = (tmp_path / "app.log").read_text()
     assert "Traceback" not in log, log[-3000:]

@@ -13,6 +13,10 @@ import os
 import sys
 import time
 
+# Before torch loads OpenMP: its threads sleep at a barrier instead of spinning, as in `python -m tutor` and the app
+# (see there). The worker runs this CLI: a job on a CPU that other processes share waits less. ACTIVE: they spin.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from trainer import jobs, publish, store
 from trainer.config import PRESETS, ConfigError, JobConfig
 

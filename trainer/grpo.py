@@ -9,9 +9,10 @@ the model's chat template takes them). TRL samples `num_generations` replies to 
 
 weighted by answer_reward_weight and format_reward_weight (a weight of 0 leaves that reward out). The policy is a
 LoRA adapter on the base (4-bit where quantization says so) or a completed job's adapter trained on (init_adapter),
-at grpo_learning_rate as written. On a CPU a step holds one group of replies (completions_per_step).
+at grpo_learning_rate as written. On a CPU a step holds one group of replies, and two defaults change (on_this_machine).
 """
 
+import dataclasses
 import functools
 import logging
 import re
@@ -31,6 +32,10 @@ from trainer.train import JobCallback, load_base, load_tokenizer, lora_config, t
 log = logging.getLogger("trainer")
 THINK_RE = re.compile(r"\s*<think>.*?</think>", re.S)
 MAX_SAMPLES = 8  # replies written to the job's samples per generation: the first problem's group
+# On a CPU generating the replies is most of a step (4 replies of 128 tokens: 39 s of CPU in fp32 through the LoRA'd
+# embedded model, twice that on bitsandbytes' 4-bit CPU kernels; benchmarks/README.md). Settings left at JobConfig's
+# defaults take these values there, so that a plain config of 2 steps finishes in about five minutes on two cores.
+CPU_DEFAULTS = {"quantization": "none", "max_completion_length": 64}
 
 
 def reply_text(completion) -> str:
@@ -119,26 +124,34 @@ def starting_adapter(config: JobConfig) -> Path:
     return adapter_dir(job)
 
 
-def completions_per_step(config: JobConfig) -> int:
-    """per_device_batch_size, except on a CPU, where a step holds one group of num_generations replies: the GPU
-    default (64 replies a step) would take most of an hour a step there."""
-    if torch.cuda.is_available() or config.per_device_batch_size <= config.num_generations:
-        return config.per_device_batch_size
-    log.info("on a CPU: %d replies a step (one group) instead of per_device_batch_size %d",
-             config.num_generations, config.per_device_batch_size)
-    return config.num_generations
+def on_this_machine(config: JobConfig) -> JobConfig:
+    """The settings as this machine trains them: on a GPU as written. On a CPU a step holds one group of
+    num_generations replies (no accumulation: the GPU default, 64 replies a step, would take most of an hour there),
+    and the settings of CPU_DEFAULTS still at JobConfig's defaults take their CPU values; what a user chose is kept."""
+    if torch.cuda.is_available():
+        return config
+    defaults = JobConfig()
+    changes = {name: value for name, value in CPU_DEFAULTS.items() if getattr(config, name) == getattr(defaults, name)}
+    if config.per_device_batch_size * config.gradient_accumulation_steps > config.num_generations:
+        changes.update(per_device_batch_size=config.num_generations, gradient_accumulation_steps=1)
+    changes = {name: value for name, value in changes.items() if getattr(config, name) != value}
+    if changes:
+        log.info("on a CPU: %s", ", ".join(f"{name} {getattr(config, name)} -> {value}"
+                                           for name, value in changes.items()))
+    return dataclasses.replace(config, **changes)
 
 
 def build_grpo_trainer(config: JobConfig, path: Path):
     from peft import PeftModel
     from trl import GRPOConfig, GRPOTrainer
 
+    config = on_this_machine(config)
     model_path, tokenizer = load_tokenizer(config)
     dataset = prompt_dataset(config, tokenizer)
     rewards = reward_functions(config)
     samples = Samples(path, {reward.__name__: weight for reward, weight in rewards})
     args = GRPOConfig(
-        **{**trainer_args(config, path, completions_per_step(config)), "learning_rate": config.grpo_learning_rate},
+        **{**trainer_args(config, path, config.per_device_batch_size), "learning_rate": config.grpo_learning_rate},
         num_generations=config.num_generations, max_completion_length=config.max_completion_length, beta=config.beta,
         temperature=config.temperature, reward_weights=[weight for _, weight in rewards],
     )
