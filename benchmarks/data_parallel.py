@@ -6,7 +6,9 @@
 With more than one GPU visible, `trainer.jobs.worker_command` starts `accelerate launch`, one process per GPU;
 this runs that command for each GPU count (CUDA_VISIBLE_DEVICES set to the first N) on a job with the app's
 defaults and a random-weight model of the shape, and reads the job's progress.jsonl: the tokens per second between
-the --warmup-th logged step and the last one (all processes together).
+the --warmup-th logged step and the last one (all processes together). A figure counts only from a run that trains:
+each row records its first and last loss and largest grad norm, and the script exits 1 when a run's loss or grad norm
+is not finite or its loss did not fall (train_throughput.training_check).
 """
 
 import argparse
@@ -21,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from train_throughput import SHAPES, write_random_model  # noqa: E402
+from train_throughput import SHAPES, training_check, write_random_model  # noqa: E402
 
 from trainer import jobs  # noqa: E402
 from trainer.config import JobConfig  # noqa: E402
@@ -48,7 +50,8 @@ def run(gpus: int, config: JobConfig, warmup: int) -> dict:
     if code == 0 and len(rows) > warmup + 1:
         metrics = json.loads((path / "metrics.json").read_text())
         row.update(steps=metrics["steps"], train_tokens=metrics["train_tokens"],
-                   tokens_per_s=round(steady_rate(rows, warmup), 1), memory_mb_rank0=rows[-1]["memory_mb"])
+                   tokens_per_s=round(steady_rate(rows, warmup), 1), memory_mb_rank0=rows[-1]["memory_mb"],
+                   **training_check(rows))
     else:
         row["log_tail"] = jobs.tail(path, 30)
     return row
@@ -83,7 +86,10 @@ def main(argv=None) -> int:
         print("scaling vs 1 GPU:", result["scaling"])
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
-    return 0
+    refused = [r for r in result["runs"] if r.get("problems") or r["exit_code"]]
+    for r in refused:
+        print(f"REFUSED {r['gpus']} GPU(s): {'; '.join(r.get('problems', [])) or r['reason']}")
+    return 1 if refused else 0
 
 
 if __name__ == "__main__":

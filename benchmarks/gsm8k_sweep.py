@@ -8,7 +8,9 @@ adapter, the timing that benchmarks/README.md reports), and MATH-500 the same wa
 
     python3 benchmarks/gsm8k_sweep.py --out sweep.json [--only NAME ...] [--eval-parallel 4]
 
-Needs ../shared/data (GSM8K train and test, MATH-500) beside the repository, and the embedded model.
+Needs ../shared/data (GSM8K train and test, MATH-500) beside the repository, and the embedded model. Each job's entry
+records its first and last loss and largest grad norm; the sweep exits 1 when a job's loss or grad norm was not finite
+or its loss did not fall (train_throughput.training_check): its accuracy is then not that of a model that trained.
 """
 
 import argparse
@@ -21,6 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.train_throughput import training_check  # noqa: E402
+from trainer.store import job_dir, read_progress  # noqa: E402
 
 # name: --set overrides on the gsm8k-embedded preset (batch 64, LoRA r16 on all 7 projections, 4-bit, cosine)
 CONFIGS = {
@@ -52,7 +58,7 @@ def train(name: str, sets: list[str], work: Path) -> dict:
     job = next((line.split()[1] for line in text.splitlines() if line.startswith("job ")), None)
     result = {"name": name, "sets": sets, "command": " ".join(command[1:]), "exit": code, "wall_s": wall, "job": job}
     if job:
-        result.update(show(job))
+        result.update(show(job), **training_check(read_progress(job_dir(job))))
     if code:
         result["log_tail"] = text[-3000:]
     print(f"trained {name}: exit {code} in {wall} s, job {job}", flush=True)
@@ -141,7 +147,10 @@ def main() -> int:
     for benchmark in BENCHMARKS:  # the default evaluation settings, base and adapter, alone on the GPU
         results["winner"][benchmark] = evaluate("winner", ["--adapter", best["job"]], benchmark, work)
         save()
-    return 0
+    refused = {name: entry["problems"] for name, entry in results["configs"].items() if entry.get("problems")}
+    for name, problems in refused.items():
+        print(f"REFUSED {name}: not a run that trains: {'; '.join(problems)}")
+    return 1 if refused else 0
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@ optimizer steps, and reports non-padding tokens per second, peak GPU memory and 
 prepare_model_for_kbit_training, LoRA r16 on all 7 projections, batch 2 x accumulation 8, max_length 2048, padded
 batches, gradient checkpointing, paged_adamw_8bit). Every other run is `trainer.train.build_trainer` on
 `JobConfig()` with the run's overrides (RUNS), as the worker builds it; `app` is the app's defaults as they are.
+Runs train at their peak rate from the first step (no warmup). A figure counts only from a run that trains: each row
+records its first and last loss and largest grad norm (`training_check`), and the script exits 1 when a run's loss or
+grad norm is not finite or its loss did not fall.
 
 --check-packing compares one padding-free batch's per-token losses with each example alone on the first shape;
 --step SHAPE:TOKENS:CKPT times one QLoRA step of a shape too big to write to disk (gemma3-27b), built in memory.
@@ -22,6 +25,7 @@ batches, gradient checkpointing, paged_adamw_8bit). Every other run is `trainer.
 import argparse
 import gc
 import json
+import math
 import os
 import statistics
 import sys
@@ -108,10 +112,12 @@ def parameter_count(shape: str) -> int:
 
 
 def write_random_model(shape: str, tokenizer_dir: str, folder: Path) -> Path:
-    """A checkpoint with random bf16 weights in the shape, with the tokenizer beside it."""
+    """A checkpoint with random bf16 weights in the shape, with the tokenizer beside it; refused (ValueError) when
+    one chat's logits or gradients are not finite, since then nothing measured on it is a model that trains."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if (folder / "config.json").exists():
+    checked = folder / "checked.json"  # written last: a folder without it (older, or cut short) is written again
+    if checked.exists():
         return folder
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
@@ -119,22 +125,69 @@ def write_random_model(shape: str, tokenizer_dir: str, folder: Path) -> Path:
         model = AutoModelForCausalLM.from_config(model_config(shape), dtype=torch.bfloat16)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     # Random weights would mostly pick ids past the tokenizer's own (Gemma's 262,208 against SmolLM2's 49,152), which
-    # decode to nothing, so the tutor would stream no text. Zero output rows give an id a logit of 0, never among the
-    # top ones of thousands of random logits. Only the ids that start a word (' the', ' sum'...) keep theirs: a random
-    # model can fall into repeating one piece of a word, a reply with no space, and the tutor's streamer (as
-    # TextStreamer) shows text up to its last space, so such a reply would show nothing until it ends. Same shape, same
-    # work; the embeddings are tied, so those ids read as zero vectors in a prompt too.
+    # decode to nothing, so the tutor would stream no text; and a random model can fall into repeating one piece of a
+    # word, a reply with no space, which the tutor's streamer (as TextStreamer) holds back until it ends. So only the
+    # ids that start a word (' the', ' sum'...: 31,985 of SmolLM2's) keep their output rows; every other row is scaled
+    # to a tenth, and so are its logits: the largest of 230,000 such logits is about 0.5 times a word logit's spread,
+    # the 50th largest word logit about 2.9 times, so sampling from the top 50 writes words. Scaled, not zeroed (issue
+    # 18): the embeddings are tied, so these rows are also a prompt's inputs, and a chat starts with ids that start no
+    # word ('<|im_start|>system'). Zero inputs stay zero through every layer; there RMSNorm multiplies by
+    # 1/sqrt(eps) = 316, and the gradient at those positions grows by hundreds per layer until it overflows: on the
+    # 28-layer Llama-3.2-3B shape the grad norm was NaN from the first step. Same shape, same work.
     starts_word = torch.tensor([tokenizer.decode([i]).startswith(" ") for i in range(len(tokenizer))], device=device)
+    others = torch.ones(model.config.vocab_size, dtype=torch.bool, device=device)
+    others[:len(tokenizer)] = ~starts_word
     with torch.no_grad():
-        rows = model.get_output_embeddings().weight
-        rows[len(tokenizer):] = 0
-        rows[:len(tokenizer)][~starts_word] = 0
+        model.get_output_embeddings().weight[others] *= 0.1
+    loss = check_trains(model, tokenizer)
     model.generation_config.top_k = 50  # sampling keeps to the top ids, as published generation configs do
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    checked.write_text(json.dumps({"shape": shape, "one_chat_loss": round(loss, 4), "logits_and_gradients": "finite"}))
     del model
     release()
     return folder
+
+
+def check_trains(model, tokenizer) -> float:
+    """One forward and backward pass on a short tutor chat: its loss, or ValueError when its logits or gradients are
+    not finite."""
+    from trainer.config import TUTOR_PROMPT
+
+    chat = [{"role": "system", "content": TUTOR_PROMPT}, {"role": "user", "content": "What is 15% of 80?"},
+            {"role": "assistant", "content": "<think>80 x 0.15 = 12</think> \\boxed{12}"}]
+    ids = tokenizer.apply_chat_template(chat, return_tensors="pt", return_dict=True)["input_ids"].to(model.device)
+    output = model(input_ids=ids, labels=ids)
+    output.loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    bad = [what for what, ok in [("logits", torch.isfinite(output.logits).all()),
+                                  ("gradients", all(torch.isfinite(g).all() for g in grads))] if not ok]
+    model.zero_grad(set_to_none=True)
+    if bad:
+        raise ValueError(f"The random model's {' and '.join(bad)} are not finite on one chat (loss "
+                         f"{output.loss.item():.4g}): it cannot train.")
+    return output.loss.item()
+
+
+def training_check(rows: list[dict]) -> dict:
+    """Whether a run really trained, from its logged steps (the Trainer's log_history or the worker's progress rows,
+    both with `loss` and `grad_norm`): its first and last loss, the largest grad norm, and `problems`, empty when every
+    loss and grad norm is finite and the last loss is below the first. A speed figure counts only without problems."""
+    steps = [r for r in rows if r.get("loss") is not None]  # not the end-of-training summary, not evaluations
+    losses = [float(r["loss"]) for r in steps]
+    norms = [float(r["grad_norm"]) for r in steps if r.get("grad_norm") is not None]
+    problems = []
+    if len(losses) < 2:
+        problems.append(f"{len(losses)} logged loss(es): too few to see it fall")
+    if not all(map(math.isfinite, losses)):
+        problems.append("a loss is not finite")
+    if len(norms) < len(losses) or not all(map(math.isfinite, norms)):
+        problems.append("a grad norm is not finite, or not logged")
+    if len(losses) >= 2 and not losses[-1] < losses[0]:
+        problems.append(f"the loss did not fall ({losses[0]:.4g} to {losses[-1]:.4g})")
+    return {"first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+            "max_grad_norm": max(norms, key=lambda n: n if not math.isnan(n) else math.inf, default=None),
+            "problems": problems}
 
 
 def matmul_tflops(size: int = 8192, repeats: int = 20) -> float:
@@ -187,7 +240,7 @@ class Stopwatch(TrainerCallback):
 
 
 def seed_trainer(model_dir: str, tokenizer, train_ds, out: Path, max_steps: int):
-    """The seed notebooks' recipe as written."""
+    """The seed notebooks' recipe as written, at its peak rate from the first step (see run_one)."""
     from peft import LoraConfig, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
     from trl import SFTConfig, SFTTrainer
@@ -199,7 +252,7 @@ def seed_trainer(model_dir: str, tokenizer, train_ds, out: Path, max_steps: int)
     model = prepare_model_for_kbit_training(model)  # gradient checkpointing; norms and embeddings in fp32
     args = SFTConfig(
         output_dir=str(out), per_device_train_batch_size=2, gradient_accumulation_steps=8, max_length=2048,
-        learning_rate=2e-4, lr_scheduler_type="cosine", warmup_steps=0.03, optim="paged_adamw_8bit", bf16=True,
+        learning_rate=2e-4, lr_scheduler_type="cosine", warmup_steps=0, optim="paged_adamw_8bit", bf16=True,
         activation_checkpointing=True, logging_steps=1, save_strategy="no", max_steps=max_steps, report_to=[],
         use_cpu=not torch.cuda.is_available(),  # a CPU only checks this script
     )
@@ -313,23 +366,27 @@ def qlora_step(shape: str, tokens: int, checkpointing: bool, data: str, tokenize
             batches.append(collate(rows))
             rows = []
         rows.append(row)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=2e-4)
     reset_peak()
-    times, counts = [], []
-    for batch in batches[:3]:
-        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    times, counts, logged = [], [], []
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batches[0].items()}
+    for _ in range(3):  # the same batch each step, so that its loss must fall (training_check)
         sync()
         start = time.perf_counter()
         output = model(**batch, fused_lm_head=True)
         output.loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(trainable, 1.0)  # as the Trainer clips (max_grad_norm 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         sync()
         times.append(time.perf_counter() - start)
         counts.append(batch["input_ids"].numel())
+        logged.append({"loss": output.loss.item(), "grad_norm": norm.item()})
     result = {"shape": shape, "parameters": parameter_count(shape),
               "tokens_per_step": counts, "checkpointing": checkpointing, "step_s": [round(t, 3) for t in times],
-              "tokens_per_s_after_first": round(sum(counts[1:]) / sum(times[1:]), 1), **peak_memory()}
+              "tokens_per_s_after_first": round(sum(counts[1:]) / sum(times[1:]), 1), **peak_memory(),
+              **training_check(logged)}
     del model, optimizer, output
     release()
     return result
@@ -365,8 +422,10 @@ def run_one(shape: str, run: str, model_dir: Path, data: str, samples: int, warm
     from trainer.data import build_datasets
 
     overrides = RUNS.get(run, {})
+    # No warmup: a run of seconds is a few dozen of its 10^5 steps, which a 3% warmup would keep at a rate near 0,
+    # where the loss cannot fall (training_check). The rate's schedule does not change the work of a step.
     config = JobConfig(base_model=str(model_dir), dataset=f"file:{data}", max_samples=samples, eval_fraction=0,
-                       save_steps=10**6, max_steps=10**5, **overrides)
+                       save_steps=10**6, max_steps=10**5, warmup_ratio=0, **overrides)
     reset_peak()
     started = time.perf_counter()
     if run == "seed":
@@ -390,7 +449,7 @@ def run_one(shape: str, run: str, model_dir: Path, data: str, samples: int, warm
         tokens_per_s = (counter.tokens - watch.tokens) / watch.elapsed
         row.update(steps_measured=watch.steps, seconds_measured=round(watch.elapsed, 2),
                    tokens_measured=counter.tokens - watch.tokens, tokens_per_s=round(tokens_per_s, 1),
-                   last_loss=next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None))
+                   **training_check(trainer.state.log_history))
         if peak_tflops:
             row["mfu"] = round(6 * params * tokens_per_s / (peak_tflops * 1e12), 4)
     except torch.OutOfMemoryError as exc:
@@ -459,8 +518,12 @@ def main(argv=None) -> int:
             save()
     for row in result["runs"]:
         print(f"{row['shape']:12s} {row['run']:14s} {row.get('tokens_per_s', row.get('error'))!s:>10} tok/s  "
-              f"MFU {row.get('mfu', '-')!s:6}  peak {row.get('peak_reserved_gib', '-')} GiB  {row['attention']}")
-    return 0
+              f"MFU {row.get('mfu', '-')!s:6}  peak {row.get('peak_reserved_gib', '-')} GiB  {row['attention']}  "
+              f"loss {row.get('first_loss')} -> {row.get('last_loss')}  {'; '.join(row.get('problems', []))}")
+    refused = [row for row in result["runs"] + result.get("steps", []) if row.get("problems")]
+    for row in refused:
+        print(f"REFUSED {row['shape']} {row.get('run', 'step')}: not a run that trains: {'; '.join(row['problems'])}")
+    return 1 if refused else 0
 
 
 if __name__ == "__main__":

@@ -105,6 +105,7 @@ class JobCallback(TrainerCallback):
         row = {
             "step": state.global_step, "total_steps": state.max_steps, "epoch": round(state.epoch or 0, 4),
             "loss": logs.get("loss"), "eval_loss": logs.get("eval_loss"), "learning_rate": logs.get("learning_rate"),
+            "grad_norm": logs.get("grad_norm"),
             "tokens_per_second": round((state.num_input_tokens_seen - self.tokens_at_start) / max(elapsed, 1e-9), 1),
             "memory_mb": round(memory_mb(), 1), "elapsed_s": round(elapsed, 1),
             "eta_s": round(elapsed / done * (state.max_steps - state.global_step), 1), "time": now(),
