@@ -14,7 +14,7 @@ from trainer.grpo import (
     starting_adapter,
 )
 from trainer.store import adapter_dir, append_progress, append_samples, read_progress, read_samples
-from trainer.train import last_checkpoint, reward_columns
+from trainer.train import attention_for, last_checkpoint, reward_columns
 
 GOOD = "<think>\n3 + 4 = 7\n</think>\n\nThe answer is \\boxed{7}."
 
@@ -101,6 +101,17 @@ def test_on_a_cpu_a_step_holds_one_group_and_defaults_take_the_cpu_values_but_ch
     assert on_this_machine(one_group) == one_group
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert on_this_machine(JobConfig(method="grpo")) == JobConfig(method="grpo")  # a GPU trains the settings as written
+
+
+def test_grpo_attends_with_sdpa_on_a_bf16_gpu_where_sft_takes_the_varlen_kernel(monkeypatch):
+    import torch
+
+    for name, value in [("is_available", True), ("is_bf16_supported", True), ("get_device_capability", (9, 0))]:
+        monkeypatch.setattr(torch.cuda, name, lambda value=value: value)
+    assert attention_for(JobConfig()) == "varlen"  # SFT's padding-free batches
+    assert attention_for(JobConfig(method="grpo")) == "sdpa"  # generation and scoring take padded batches
+    with pytest.raises(ConfigError, match="attention = 'varlen'.*grpo generates and scores padded batches"):
+        JobConfig(method="grpo", attention="varlen").validate()
 
 
 @pytest.mark.slow

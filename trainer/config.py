@@ -179,6 +179,8 @@ class JobConfig:
             (self.attention in ATTENTIONS, "attention", f"use one of {ATTENTIONS}"),
             (self.attention != "varlen" or self.padding_free or self.packing, "attention",
              "varlen attention needs padding_free or packing; use sdpa for padded batches"),
+            (self.attention != "varlen" or self.method == "sft", "attention",
+             "grpo generates and scores padded batches, which varlen attention cannot take; use auto or sdpa"),
             (0 <= self.eval_fraction < 0.5, "eval_fraction", "use a fraction in [0, 0.5), such as 0.05"),
             (self.save_steps >= 1, "save_steps", "use 1 or more"),
             (self.report_to in TRACKERS, "report_to", f"use one of {TRACKERS}"),

@@ -32,9 +32,10 @@ from trainer.train import JobCallback, load_base, load_tokenizer, lora_config, t
 log = logging.getLogger("trainer")
 THINK_RE = re.compile(r"\s*<think>.*?</think>", re.S)
 MAX_SAMPLES = 8  # replies written to the job's samples per generation: the first problem's group
-# On a CPU generating the replies is most of a step (4 replies of 128 tokens: 39 s of CPU in fp32 through the LoRA'd
-# embedded model, twice that on bitsandbytes' 4-bit CPU kernels; benchmarks/README.md). Settings left at JobConfig's
-# defaults take these values there, so that a plain config of 2 steps finishes in about five minutes on two cores.
+# On a CPU generating the replies is most of a step: 4 replies of 128 tokens took 39 s of CPU through the LoRA'd
+# embedded model in fp32, of a 60 s step, and bitsandbytes' 4-bit CPU kernels generate at about half that speed
+# (2 cores, load 11, 2026-12-02). Settings left at JobConfig's defaults take these values there, so that the plain
+# config of 2 steps finishes in about five minutes (235 s wall, 87 s of CPU at that load; 413 s and 183 s before).
 CPU_DEFAULTS = {"quantization": "none", "max_completion_length": 64}
 
 

@@ -147,12 +147,13 @@ def use_bf16(config: JobConfig) -> bool:
 def attention_for(config: JobConfig) -> str:
     """The attention implementation for this job on this machine.
 
-    "auto" is PyTorch's varlen flash kernel for padding-free batches on a GPU with bf16 (Ampere or newer), and sdpa
-    elsewhere, which keeps padding-free examples apart with a mask built from their position ids.
+    "auto" is PyTorch's varlen flash kernel for SFT's padding-free batches on a GPU with bf16 (Ampere or newer), and
+    sdpa elsewhere, which keeps padding-free examples apart with a mask built from their position ids. GRPO generates
+    and scores padded batches, which the varlen kernel cannot take.
     """
     if config.attention != "auto":
         return config.attention
-    flat = config.padding_free or config.packing
+    flat = config.method == "sft" and (config.padding_free or config.packing)
     if flat and use_bf16(config) and torch.cuda.get_device_capability() >= (8, 0):
         return "varlen"
     return "sdpa"
