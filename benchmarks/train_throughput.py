@@ -4,9 +4,10 @@
         --shapes llama3.2-3b gemma3-4b --runs seed default --out results.json
 
 Each shape is a model with random weights in the real published configuration (vocabulary as published), written
-once to --work and loaded back through the same code as a job. The tokenizer only turns the chats into ids (ids
-below every shape's vocabulary). Each run trains until --seconds of measured time have passed after --warmup
-optimizer steps, and reports non-padding tokens per second, peak GPU memory and MFU:
+once to --work and loaded back through the same code as a job (`embedded`: the real embedded SmolLM2-135M instead).
+The tokenizer only turns the chats into ids (ids below every shape's vocabulary). Each run trains until --seconds of
+measured time have passed after --warmup optimizer steps, and reports non-padding tokens per second, peak GPU memory
+and MFU (--profile: also the GPU's busy share over the last two warm-up steps and its busiest kernels):
 
     MFU = 6 x parameters x tokens/s / the bf16 matmul rate measured on the same GPU (8192^3 products)
 
@@ -92,7 +93,12 @@ RUNS = {
                       "gradient_checkpointing": True, "optimizer": "paged_adamw_8bit", "padding_free": False,
                       "attention": "sdpa"},
     "liger": B16,  # with Liger's RMSNorm, RoPE and SwiGLU kernels patched in (they stay for the process's later runs)
+    # What a small model (the embedded one) might drop: the base unquantized in bf16, no recomputed activations
+    "no-ckpt": {"gradient_checkpointing": False},
+    "bf16": {"quantization": "none"},
+    "bf16-no-ckpt": {"quantization": "none", "gradient_checkpointing": False},
 }
+EMBEDDED_SHAPE = "embedded"  # --shapes: the real embedded SmolLM2-135M-Instruct (trainer/models.py), not random weights
 
 
 def model_config(shape: str):
@@ -102,12 +108,12 @@ def model_config(shape: str):
     return AutoConfig.for_model(values.pop("model_type"), **values)
 
 
-def parameter_count(shape: str) -> int:
-    """Parameters of the shape, tied embeddings counted once."""
+def parameter_count(config) -> int:
+    """Parameters of a model configuration, tied embeddings counted once."""
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(model_config(shape))
+        model = AutoModelForCausalLM.from_config(config)
     return sum(p.numel() for p in model.parameters())
 
 
@@ -237,6 +243,36 @@ class Stopwatch(TrainerCallback):
             self.steps, self.elapsed = state.global_step - self.warmup, now - self.start
             if self.elapsed >= self.seconds and self.steps >= 3:
                 control.should_training_stop = True
+
+
+class StepProfile(TrainerCallback):
+    """Profiles the GPU over optimizer steps `first` to `last` (before the clock starts): the kernels' busy time
+    against the wall time (far less means the host sets the pace, not the GPU) and the busiest kernels."""
+
+    def __init__(self, first: int, last: int):
+        self.first, self.last, self.profiler, self.started, self.report = first, last, None, 0.0, {}
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.first - 1 and torch.cuda.is_available():
+            from torch.profiler import ProfilerActivity, profile
+
+            sync()
+            self.profiler = profile(activities=[ProfilerActivity.CUDA])
+            self.profiler.__enter__()
+            self.started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.last and self.profiler is not None:
+            sync()
+            wall = time.perf_counter() - self.started
+            self.profiler.__exit__(None, None, None)
+            events = self.profiler.key_averages()
+            busy = sum(event.self_device_time_total for event in events) / 1e6
+            self.report = {"steps": self.last - self.first + 1, "wall_s": round(wall, 3), "gpu_busy_s": round(busy, 3),
+                           "gpu_busy_share": round(busy / wall, 3),
+                           "kernels": sum(event.count for event in events if event.self_device_time_total > 0),
+                           "top": events.table(sort_by="self_device_time_total", row_limit=12)}
+            self.profiler = None
 
 
 def seed_trainer(model_dir: str, tokenizer, train_ds, out: Path, max_steps: int):
@@ -383,7 +419,7 @@ def qlora_step(shape: str, tokens: int, checkpointing: bool, data: str, tokenize
         times.append(time.perf_counter() - start)
         counts.append(batch["input_ids"].numel())
         logged.append({"loss": output.loss.item(), "grad_norm": norm.item()})
-    result = {"shape": shape, "parameters": parameter_count(shape),
+    result = {"shape": shape, "parameters": parameter_count(model_config(shape)),
               "tokens_per_step": counts, "checkpointing": checkpointing, "step_s": [round(t, 3) for t in times],
               "tokens_per_s_after_first": round(sum(counts[1:]) / sum(times[1:]), 1), **peak_memory(),
               **training_check(logged)}
@@ -416,7 +452,7 @@ def release() -> None:
 
 
 def run_one(shape: str, run: str, model_dir: Path, data: str, samples: int, warmup: int, seconds: float,
-            work: Path, params: int, peak_tflops: float | None) -> dict:
+            work: Path, params: int, peak_tflops: float | None, profile: bool = False) -> dict:
     from transformers import AutoTokenizer
 
     from trainer.data import build_datasets
@@ -439,6 +475,9 @@ def run_one(shape: str, run: str, model_dir: Path, data: str, samples: int, warm
         trainer = app_trainer(config, work)
     counter = CountingCollator(trainer.data_collator)
     trainer.data_collator = counter
+    profiler = StepProfile(max(warmup - 1, 1), warmup) if profile else None
+    if profiler:
+        trainer.add_callback(profiler)  # before the stopwatch: the profile is put away before the clock starts
     watch = Stopwatch(counter, warmup, seconds)
     trainer.add_callback(watch)
     load_s = time.perf_counter() - started
@@ -452,6 +491,9 @@ def run_one(shape: str, run: str, model_dir: Path, data: str, samples: int, warm
                    **training_check(trainer.state.log_history))
         if peak_tflops:
             row["mfu"] = round(6 * params * tokens_per_s / (peak_tflops * 1e12), 4)
+        if profiler and profiler.report:
+            row["profile"] = profiler.report
+            print(profiler.report["top"], flush=True)
     except torch.OutOfMemoryError as exc:
         row["error"] = f"out of memory: {str(exc)[:200]}"
     row.update(peak_memory())
@@ -464,7 +506,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="GSM8K train.jsonl")
     parser.add_argument("--tokenizer", required=True, help="a folder with a chat tokenizer (SmolLM2's)")
-    parser.add_argument("--shapes", nargs="*", default=["llama3.2-3b", "gemma3-4b"], choices=list(SHAPES))
+    parser.add_argument("--shapes", nargs="*", default=["llama3.2-3b", "gemma3-4b"], choices=[*SHAPES, EMBEDDED_SHAPE])
     parser.add_argument("--runs", nargs="*", default=["seed", "app"], choices=["seed", *RUNS])
     parser.add_argument("--samples", type=int, default=2000, help="GSM8K chats to train on")
     parser.add_argument("--warmup", type=int, default=3, help="optimizer steps before the clock starts")
@@ -473,6 +515,8 @@ def main(argv=None) -> int:
     parser.add_argument("--check-packing", action="store_true", help="first compare packed and unpacked losses")
     parser.add_argument("--step", nargs="*", default=[], metavar="SHAPE:TOKENS:CKPT",
                         help="one QLoRA step of a shape built in memory, e.g. gemma3-27b:2048:0 (CKPT 1 or 0)")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile the GPU over the last 2 warm-up steps of each run (busy time, busiest kernels)")
     parser.add_argument("--out", default="", help="write the results JSON here")
     args = parser.parse_args(argv)
 
@@ -500,8 +544,17 @@ def main(argv=None) -> int:
         print(json.dumps(row), flush=True)
         save()
     for index, shape in enumerate(args.shapes):
-        params = parameter_count(shape)
-        model_dir = write_random_model(shape, args.tokenizer, work / shape)
+        if shape == EMBEDDED_SHAPE:
+            from transformers import AutoConfig
+
+            from trainer.models import EMBEDDED, resolve_model
+
+            os.environ["MATH_STUDIO_HOME"] = str(work / "studio")  # where app_trainer's jobs go: converted once there
+            model_dir = Path(resolve_model(EMBEDDED))
+            params = parameter_count(AutoConfig.from_pretrained(model_dir))
+        else:
+            params = parameter_count(model_config(shape))
+            model_dir = write_random_model(shape, args.tokenizer, work / shape)
         if args.check_packing and index == 0:
             result["packing_check"] = {"shape": shape, **packing_check(model_dir, args.data, work)}
             print(json.dumps(result["packing_check"]), flush=True)
@@ -509,7 +562,7 @@ def main(argv=None) -> int:
         for run in args.runs:
             try:
                 row = run_one(shape, run, model_dir, args.data, args.samples, args.warmup if run != "seed" else 1,
-                              args.seconds, work, params, peak)
+                              args.seconds, work, params, peak, args.profile)
             except Exception as exc:  # noqa: BLE001 - a candidate that cannot run is a result; the others go on
                 row = {"shape": shape, "run": run, "attention": "-", "error": f"{type(exc).__name__}: {exc}"[:500]}
             release()
