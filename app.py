@@ -338,6 +338,11 @@ def job_facts(status: dict, rows: list[dict], metrics: dict) -> list[str]:
     if status["state"] == State.COMPLETED:
         final = metrics.get("final_loss", trained[-1]["loss"] if trained else None)
         facts.append(f"final loss {final:.4g}" if isinstance(final, (int, float)) else "final loss -")
+        heldout = metrics.get("heldout")  # JobConfig.heldout_problems: scored before and after training
+        if heldout:
+            before, after = heldout["before"], heldout["after"]
+            facts.append(f"held-out problems right: {before['correct']}/{before['total']} before, "
+                         f"**{after['correct']}/{after['total']} after**")
     elif status["state"] == State.RUNNING and (not rows or str(rows[-1].get("time", "")) < str(status.get("started"))):
         facts.append("loading the model and the data…")  # this run has logged no step yet: no stale figures
     elif rows and status["state"] == State.RUNNING:

@@ -29,6 +29,7 @@ SEED_PRESETS = ["gemma3-4b-mathx-qlora", "gemma3-27b-mathx-lora", "tinyllama-mat
     ("lr_scheduler", "zigzag", "cosine"),
     ("warmup_ratio", 1.5, "[0, 1)"),
     ("eval_fraction", 0.9, "[0, 0.5)"),
+    ("heldout_problems", -1, "0 (off)"),
     ("max_steps", 0, "-1"),
     ("target_modules", [], "at least one module"),
     ("base_model", " ", "embedded default"),

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from trainer import jobs
+from trainer import jobs, store
 from trainer.config import JobConfig
 from trainer.train import last_checkpoint
 
@@ -44,7 +44,7 @@ def steps(path):
 
 def test_cli_trains_the_offline_default_on_the_embedded_model(data_root):
     cli("train", "--preset", "offline-default", "--set", "max_steps=3", "--set", "max_samples=24",
-        "--set", "per_device_batch_size=4",
+        "--set", "per_device_batch_size=4", "--set", "heldout_problems=3",
         "--set", "eval_fraction=0", "--name", "cli run")
     (job,) = list((data_root / "jobs").iterdir())
     status = jobs.read_status(job)
@@ -56,6 +56,14 @@ def test_cli_trains_the_offline_default_on_the_embedded_model(data_root):
     assert (adapter / "tokenizer_config.json").exists() and (adapter / "config.yaml").exists()
     metrics = json.loads((job / "metrics.json").read_text())
     assert metrics["steps"] == 3 and metrics["final_loss"] > 0
+    # held-out builtin:basic-math problems scored before (the base) and after (the adapter) by `python -m tutor eval`
+    heldout = metrics["heldout"]
+    assert heldout["data"] == "builtin:basic-math (test split)" and isinstance(heldout["in_training_data"], int)
+    for when in ("before", "after"):
+        assert heldout[when]["total"] == 3 and heldout[when]["accuracy"] == heldout[when]["correct"] / 3
+    report = store.read_json(store.heldout_report_file(job))  # every reply kept, outside eval/ (the card's benchmarks)
+    assert report["data"]["source"] == "builtin:basic-math" and report["summary"]["adapter"]["total"] == 3
+    assert not (job / "eval").exists() and jobs.read_status(job)["reason"] == ""
     assert steps(job) == [1, 2, 3]
     listed = cli("list").stdout
     assert job.name in listed and "completed" in listed

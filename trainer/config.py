@@ -109,6 +109,10 @@ class JobConfig:
         "Recompute activations in the backward pass: far less memory, about 30% slower.")))
     eval_fraction: float = field(default=0.05, metadata=about("Data", "Held-out share", (
         "The share of examples kept aside to measure eval loss (0: none).")))
+    heldout_problems: int = field(default=0, metadata=about("Data", "Held-out problems scored", (
+        "After training, score this many problems of builtin:basic-math's held-out split (drawn with another seed "
+        "than training's) with the base model (before) and with the new adapter (after), greedy as the Evaluate "
+        "tab scores, and record both accuracies in the job's metrics; 0: off. On a CPU each problem takes seconds.")))
     seed: int = field(default=42, metadata=about("Advanced", "Seed", (
         "Random seed for the data order, the split and the adapter's initial weights.")))
     save_steps: int = field(default=4, metadata=about("Advanced", "Checkpoint every", (
@@ -182,6 +186,7 @@ class JobConfig:
             (self.attention != "varlen" or self.method == "sft", "attention",
              "grpo generates and scores padded batches, which varlen attention cannot take; use auto or sdpa"),
             (0 <= self.eval_fraction < 0.5, "eval_fraction", "use a fraction in [0, 0.5), such as 0.05"),
+            (0 <= self.heldout_problems <= 10_000, "heldout_problems", "use 0 (off) or a count up to 10000, such as 50"),
             (self.save_steps >= 1, "save_steps", "use 1 or more"),
             (self.report_to in TRACKERS, "report_to", f"use one of {TRACKERS}"),
             (self.report_to == "none" or importlib.util.find_spec(self.report_to) is not None, "report_to",

@@ -13,6 +13,7 @@ What is in it:
         checkpoints/       Trainer checkpoints        adapter/        the PEFT adapter (final or so far)
         metrics.json       summary of a finished run  eval/           evaluation reports, <benchmark>-<time>.json
         samples.jsonl      sampled completions (reinforcement jobs)   loss.png        the model card's loss plot
+        heldout.json       the report of held-out problems scored before and after training (heldout_problems)
     models/embedded/     the embedded model converted to safetensors
     models/merged/<name>/  a merged model, with merge.json saying where it came from
     eval/                evaluation reports of models that are not a job's
@@ -363,6 +364,12 @@ def report_file(job: Path | None, benchmark: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     reports = job / "eval" if job is not None else data_root() / "eval"
     return reports / f"{benchmark}-{stamp}.json"
+
+
+def heldout_report_file(job: Path) -> Path:
+    """The report of the held-out problems a training job scores before and after (JobConfig.heldout_problems): apart
+    from eval/, whose reports are the model card's benchmarks."""
+    return job / "heldout.json"
 
 
 def job_of_adapter(adapter: Path) -> Path | None:

@@ -13,6 +13,8 @@ import logging
 import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -25,13 +27,16 @@ from transformers import AttentionInterface, TrainerCallback
 from trainer.config import JobConfig
 from trainer.models import OUT_OF_MEMORY_RE
 from trainer.store import (
-    State, adapter_dir, config_file, partial_adapter, append_progress, cancel_flag, checkpoints_dir, now, read_config, read_metrics, read_progress,
-    read_status, update_status, write_metrics, write_progress,
+    State, adapter_dir, config_file, partial_adapter, append_progress, cancel_flag, checkpoints_dir, heldout_report_file,
+    now, read_config, read_json, read_metrics, read_progress, read_status, update_status, write_metrics, write_progress,
 )
 
 log = logging.getLogger("trainer")
 DISK_FULL_RE = re.compile(r"no space left on device|os error 28|StorageFull", re.I)  # as OSError, Rust and safetensors
 LOW_DISK_BYTES = 1 << 20  # less free than this when a write failed: the disk is full (torch.save does not say so)
+ROOT = Path(__file__).resolve().parents[1]  # where `python -m tutor` runs
+HELDOUT_DATA = "builtin:basic-math"  # its test split draws other problems than the training split (trainer/data.py)
+HELDOUT_MAX_NEW_TOKENS = 256  # basic-math's worked replies take up to about 120 tokens
 
 
 def device_name() -> str:
@@ -314,18 +319,58 @@ def train_job(path: Path) -> str:
     save_adapter(trainer, tokenizer, config, path)
     losses = [r["loss"] for r in read_progress(path) if r.get("loss") is not None]
     previous = read_metrics(path)
-    write_metrics(path, {
+    metrics = {
         "train_runtime_s": round(previous.get("train_runtime_s", 0) + time.time() - started, 1),
         "final_loss": losses[-1] if losses else None, "first_loss": losses[0] if losses else None,
         "train_tokens": trainer.state.num_input_tokens_seen, "steps": trainer.state.global_step,
         "hardware": device_name(), "base_model": config.base_model, "dataset": config.dataset,
         "train_examples": len(trainer.train_dataset), "train_loss_mean": result.training_loss,
-    })
+    }
+    write_metrics(path, metrics)
+    if config.heldout_problems and not cancelled:
+        update_status(path, reason=f"Scoring {config.heldout_problems} held-out problems before and after training…")
+        heldout = score_heldout(path, config.heldout_problems)
+        cancelled = heldout is None
+        if heldout:
+            write_metrics(path, {**metrics, "heldout": heldout})
     state = State.CANCELLED if cancelled else State.COMPLETED
     cancel_flag(path).unlink(missing_ok=True)
     update_status(path, state=state, finished=now(), step=trainer.state.global_step, resume=False,
                   reason="Cancelled; the adapter so far is saved. Resume continues from here." if cancelled else "")
     return state
+
+
+def score_heldout(path: Path, problems: int) -> dict | None:
+    """Held-out builtin:basic-math problems scored with the base model (before) and the job's adapter (after), for
+    metrics.json; None when the job is cancelled meanwhile.
+
+    The scoring is the tutor's evaluation (tutor/evaluate.py: its prompt, greedy batches, answer checks, the count of
+    problems also in the training data), run as the command a user would type, in a process of its own: the trainer
+    never imports the tutor. The base does not change in training, so scoring it now is scoring it before."""
+    report_path = heldout_report_file(path)
+    command = [sys.executable, "-m", "tutor", "eval", "--adapter", path.name, "--data-file", HELDOUT_DATA, "--limit",
+               str(problems), "--max-new-tokens", str(HELDOUT_MAX_NEW_TOKENS), "--out", str(report_path)]
+    log.info("scoring held-out problems: %s", " ".join(command[1:]))
+    process = subprocess.Popen(command, cwd=ROOT)  # its output joins the worker's, in the job's log
+    while process.poll() is None:
+        if cancel_flag(path).exists():
+            process.kill()
+            process.wait()
+            return None
+        time.sleep(1)
+    if process.returncode:
+        raise RuntimeError(f"Scoring the held-out problems failed (`python {' '.join(command[1:])}` exited "
+                           f"{process.returncode}; the log says why). The adapter is saved; set heldout_problems to 0 "
+                           "to train without this check.")
+    report = read_json(report_path)
+    runs = {when: report["summary"][role] for when, role in (("before", "base"), ("after", "adapter"))}
+    log.info("held-out problems right: before %d/%d, after %d/%d", runs["before"]["correct"], runs["before"]["total"],
+             runs["after"]["correct"], runs["after"]["total"])
+    return {
+        "data": f"{HELDOUT_DATA} (test split)", "max_new_tokens": HELDOUT_MAX_NEW_TOKENS,
+        **{when: {key: run[key] for key in ("accuracy", "correct", "total")} for when, run in runs.items()},
+        "in_training_data": report.get("contamination", {}).get("overlap"),
+    }
 
 
 def save_adapter(trainer, tokenizer, config: JobConfig, path: Path) -> None:
