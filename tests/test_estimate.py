@@ -16,14 +16,15 @@ DATA = DataSize(examples=64, mean_tokens=144, longest=190, at_least=False)
 CPU = Machine("CPU (2 cores)", gpus=0, cores=2, bf16=False, free_bytes=8 * estimate.GiB)
 
 
-def peak(config: JobConfig, data: DataSize = DATA) -> float:
-    return sum(estimate.peak_memory(config, SHAPE, estimate.micro_batch_tokens(config, data), 4, "cpu").values())
+def peak(config: JobConfig, device: str = "gpu") -> float:
+    return sum(estimate.peak_memory(config, SHAPE, estimate.micro_batch_tokens(config, DATA), 2, device).values())
 
 
 def test_memory_falls_with_quantization_and_checkpointing_and_rises_with_the_batch():
     config = JobConfig(per_device_batch_size=4)
     assert peak(config) < peak(dataclasses.replace(config, quantization="8bit")) < peak(
         dataclasses.replace(config, quantization="none"))
+    assert peak(config, "cpu") == peak(dataclasses.replace(config, quantization="none"), "cpu")  # read whole there
     assert peak(config) < peak(dataclasses.replace(config, gradient_checkpointing=False))
     assert peak(config) < peak(dataclasses.replace(config, per_device_batch_size=16))
     assert peak(config) < peak(dataclasses.replace(config, lora_r=256))

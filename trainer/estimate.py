@@ -7,7 +7,10 @@ Rough by design, and it says so. The figures come from:
     device, between its first and last training step: loading the model is not counted), else a stated rough rate:
     6 x parameters FLOP per token at a typical rate for the device (ROUGH_FLOPS);
   - peak memory = base weights at the quantization's bytes per weight + LoRA parameters with their gradient and two
-    AdamW moments + activations + the runtime (RUNTIME_BYTES). Activations: tokens per micro-batch x hidden size x
+    AdamW moments + activations + the runtime (RUNTIME_BYTES). On a CPU the weights count whole: bitsandbytes reads
+    the checkpoint at full precision before quantizing it, and the process keeps that memory (the embedded model at
+    batch 4 peaked at 1.93 GiB RSS in 4bit against 2.07 unquantized on this CPU; the formula gives 1.7 for both).
+    Activations: tokens per micro-batch x hidden size x
     bytes per value x (layers x 1 + ACTIVATION_VALUES) with gradient checkpointing (each layer keeps its input, one
     layer at a time is recomputed whole), or x layers x ACTIVATION_VALUES without.
 ACTIVATION_VALUES is fitted to the H200 measurements in benchmarks/README.md without checkpointing (Llama-3.2-3B at
@@ -31,8 +34,9 @@ QUANTIZED_BYTES = {("4bit", False): 0.5 + 4 / 64, ("4bit", True): 0.5 + 1 / 64 +
                    ("8bit", True): 1.0}
 ADAPTER_COPIES = 4  # a LoRA weight, its gradient and AdamW's two moments, each in the training dtype
 ACTIVATION_VALUES = 36  # values kept per token, per hidden unit, per layer, for the backward pass (fitted: see above)
-# CPU: Python with torch, transformers and TRL (a 3M-parameter model's job peaked at 603 MB here); GPU: CUDA's context
-RUNTIME_BYTES = {"cpu": 0.6 * GiB, "gpu": 1 * GiB}
+# CPU: Python with torch, transformers, TRL and bitsandbytes (a 3M-parameter model's job peaked at 1.08 GiB RSS on this
+# CPU, sampled every 0.5 s); GPU: CUDA's context and the allocator's slack
+RUNTIME_BYTES = {"cpu": 1.05 * GiB, "gpu": 1 * GiB}
 ROUGH_FLOPS = {"cpu": 10e9, "gpu": 100e12}  # per core / per GPU, as trained here: a guess until a job has run
 FLOP_PER_TOKEN = 6  # x parameters: forward and backward of one token
 
@@ -122,7 +126,8 @@ def dtype_bytes(config: JobConfig, machine: Machine) -> int:
 def peak_memory(config: JobConfig, shape: ModelShape, micro_batch_tokens: int, value_bytes: int,
                 device: str) -> dict[str, float]:
     """Peak memory of one training process in bytes, by part (see the module's docstring for the formula)."""
-    quantized = QUANTIZED_BYTES.get((config.quantization, config.double_quant), value_bytes)
+    quantized = value_bytes if device == "cpu" else QUANTIZED_BYTES.get((config.quantization, config.double_quant),
+                                                                        value_bytes)
     weights = shape.quantizable * quantized + (shape.params - shape.quantizable) * value_bytes
     adapter = shape.lora_per_rank * config.lora_r * ADAPTER_COPIES * value_bytes
     per_layer = micro_batch_tokens * shape.hidden * value_bytes
@@ -212,7 +217,7 @@ def summary(e: Estimate) -> str:
     parts = ", ".join(f"{name} {size / GiB:.2f}" for name, size in e.memory.items())
     memory = "RAM" if e.device == "cpu" else "GPU memory"
     lines = [
-        f"**Estimate for this machine:** {more}{e.steps:,} steps · {more}{e.tokens:,} tokens "
+        f"**Estimate for this machine:** {more}{e.steps:,} step{'s' * (e.steps != 1)} · {more}{e.tokens:,} tokens "
         f"({more}{e.data.examples:,} examples, {e.data.mean_tokens:,.0f} tokens on average) · "
         f"{duration_words(e.seconds)} of training at {e.throughput.tokens_per_s:,.0f} tokens/s "
         f"({e.throughput.source}) · peak memory about **{e.peak_bytes / GiB:.1f} GiB** ({parts} GiB) of "
