@@ -596,7 +596,7 @@ def build_train(password: gr.Textbox):
                 delete_btn = gr.Button("Delete", visible=False)
                 edit_btn = gr.Button("Edit as new job", visible=False)
             with gr.Row(visible=False, elem_id="next-steps") as next_row:
-                gr.Markdown("**Next steps**")
+                gr.Markdown("**Next steps**", scale=0, min_width=110)
                 evaluate_btn = gr.Button("Evaluate it", size="sm")
                 tutor_btn = gr.Button("Try it in the Tutor", size="sm")
                 merge_btn = gr.Button("Merge", size="sm")
