@@ -177,7 +177,8 @@ def make_clock(spec: dict, result: dict, save):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and logs.get("loss") is not None:
                 write({"step": state.global_step, "loss": logs["loss"], "grad_norm": logs.get("grad_norm"),
-                       "learning_rate": logs.get("learning_rate")})
+                       "learning_rate": logs.get("learning_rate"),
+                       "num_tokens": logs.get("num_tokens")})  # TRL's own count, where it logs one: a cross-check
 
     return Clock()
 
@@ -482,6 +483,8 @@ def main(argv=None) -> int:
                     "gpu": gpu, **shared}
             row = {"tool": tool, "shape": shape, "parameters": params}
             env = dict(os.environ, PYTHONUNBUFFERED="1")
+            # the source Unsloth generates for a model type, kept between its runs as in a user's working folder
+            env["UNSLOTH_COMPILE_LOCATION"] = str(work / "unsloth_compiled_cache")
             try:
                 if tool in REUSED:
                     env["PYTHONPATH"] = str(tool_site(tool, Path(args.wheels), Path(args.carried), work))
