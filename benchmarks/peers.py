@@ -472,7 +472,13 @@ def main(argv=None) -> int:
         todo = [tool for tool in args.tools if (tool, shape) not in done]
         if not todo:
             continue
-        model_dir, params = model_for(shape, args, work)
+        try:
+            model_dir, params = model_for(shape, args, work)
+        except ValueError as exc:  # no embedded model (ModelError), a random model refused: the next shape goes on
+            result["runs"] += [{"tool": tool, "shape": shape, "error": f"{type(exc).__name__}: {exc}"} for tool in todo]
+            print(f"{shape}: {exc}", flush=True)
+            save()
+            continue
         release()
         for tool in todo:
             folder = work / "runs" / f"{tool}-{shape}"

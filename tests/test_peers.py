@@ -134,15 +134,18 @@ def test_a_tool_that_cannot_run_is_a_result_and_resume_runs_it_again(gsm8k_file,
     out = tmp_path / "peers.json"
     none = str(tmp_path / "none")
     argv = ["--data", str(gsm8k_file), "--tokenizer", str(embedded_dir), "--tools", "unsloth", "llamafactory",
-            "--shapes", "tiny", "--samples", "4", "--wheels", none, "--carried", none, "--work", str(tmp_path / "work"),
-            "--out", str(out)]
+            "--shapes", "embedded", "tiny", "--embedded", str(tmp_path / "nowhere"), "--samples", "4",
+            "--wheels", none, "--carried", none, "--work", str(tmp_path / "work"), "--out", str(out)]
     assert peers.main(argv) == 0  # errors are results; only a run that trains badly fails the benchmark
     result = json.loads(out.read_text())
-    assert [(row["tool"], row["shape"]) for row in result["runs"]] == [("unsloth", "tiny"), ("llamafactory", "tiny")]
-    assert all("is not installed here: no wheels at" in row["error"] for row in result["runs"])
+    runs = result["runs"]
+    assert [(row["tool"], row["shape"]) for row in runs] == [("unsloth", "embedded"), ("llamafactory", "embedded"),
+                                                             ("unsloth", "tiny"), ("llamafactory", "tiny")]
+    assert all(row["error"].startswith("ModelError") and "nowhere" in row["error"] for row in runs[:2])
+    assert all("is not installed here: no wheels at" in row["error"] for row in runs[2:])
     assert result["shared"] == peers.shared_settings() and result["settings"]["samples"] == 4
     assert peers.main([*argv, "--resume"]) == 0
-    assert len(json.loads(out.read_text())["runs"]) == 2  # rows with an error are run again, not kept beside
+    assert len(json.loads(out.read_text())["runs"]) == 4  # rows with an error are run again, not kept beside
 
 
 def test_a_worker_imports_nothing_before_its_tool_and_records_why_it_failed(tmp_path):
