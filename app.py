@@ -397,7 +397,7 @@ def job_buttons(state, kind=None) -> list:
     they apply."""
     return [gr.Button(visible=state in (State.QUEUED, State.RUNNING)), gr.Button(visible=state in store.RESUMABLE),
             gr.Button(visible=state is not None and state not in store.ACTIVE), gr.Button(visible=state is not None),
-            gr.Row(visible=state == State.COMPLETED and kind != "eval")]
+            gr.Column(visible=state == State.COMPLETED and kind != "eval")]
 
 
 def job_view(password, job_id):
@@ -524,6 +524,13 @@ def compare_jobs(password, job_ids):
         raise UserError(str(exc)) from None
 
 
+def compare_legend(job_ids):
+    """Then the jobs as the plot's legend, which redraws the chart: Gradio's LinePlot otherwise changes only its data in
+    place and keeps the colours of the jobs it was first drawn with, leaving a job added later an invisible line (and
+    new data with a new legend in one update redraws with the old data)."""
+    return gr.LinePlot(colors_in_legend=list(job_ids or []))
+
+
 def picked_row(event: gr.SelectData):
     """A click on a row of the jobs table monitors that job."""
     return gr.Dropdown(value=event.row_value[0]) if event.row_value else gr.skip()
@@ -595,12 +602,13 @@ def build_train(password: gr.Textbox):
                 resume_btn = gr.Button("Resume", visible=False)
                 delete_btn = gr.Button("Delete", visible=False)
                 edit_btn = gr.Button("Edit as new job", visible=False)
-            with gr.Row(visible=False, elem_id="next-steps") as next_row:
-                gr.Markdown("**Next steps**", scale=0, min_width=110)
-                evaluate_btn = gr.Button("Evaluate it", size="sm")
-                tutor_btn = gr.Button("Try it in the Tutor", size="sm")
-                merge_btn = gr.Button("Merge", size="sm")
-                publish_btn = gr.Button("Publish", size="sm")
+            with gr.Column(visible=False, elem_id="next-steps") as next_row:
+                gr.Markdown("**Next steps** for this completed job")  # above the buttons: in their row it got 1 letter wide
+                with gr.Row():
+                    evaluate_btn = gr.Button("Evaluate it", size="sm")
+                    tutor_btn = gr.Button("Try it in the Tutor", size="sm")
+                    merge_btn = gr.Button("Merge", size="sm")
+                    publish_btn = gr.Button("Publish", size="sm")
             next_note = gr.Markdown(elem_id="next-step-note")
             with gr.Row(visible=False) as confirm_row:
                 confirm_text = gr.Markdown()
@@ -608,8 +616,10 @@ def build_train(password: gr.Textbox):
                 keep_btn = gr.Button("Keep it")
             log = gr.Code(label="Log (tail)", language=None, lines=10)
             with gr.Accordion("Compare runs", open=False, elem_id="compare-runs"):
-                compared = gr.Dropdown([] if closed else training_job_ids(), value=[], multiselect=True,
-                                       label="Jobs to compare", elem_id="compare-jobs")
+                with gr.Row():
+                    compared = gr.Dropdown([] if closed else training_job_ids(), value=[], multiselect=True,
+                                           label="Jobs to compare", elem_id="compare-jobs", scale=5)
+                    compare_btn = gr.Button("Compare", size="sm", scale=1)
                 curves = gr.LinePlot(runs_view.loss_curves({}), x="step", y="loss", color="job",
                                      title="Training loss", height=260, elem_id="compare-plot")
                 differences = gr.Dataframe(label="Settings that differ", interactive=False, wrap=True,
@@ -636,7 +646,9 @@ def build_train(password: gr.Textbox):
     edit_btn.click(job_config_values, [password, job], ordered, api_visibility="private")
     gr.Timer(2).tick(refresh_jobs, [password, job], [jobs_df, job, *monitor], js=TICK_JS,
                      show_progress="hidden", api_visibility="private")
-    compared.change(compare_jobs, [password, compared], [curves, differences, results], api_visibility="private")
+    # A button, not the picker's change: two redraws of the chart at once (a pick, then another) can end on the first.
+    compare_btn.click(compare_jobs, [password, compared], [curves, differences, results], api_visibility="private").then(
+        compare_legend, compared, curves, api_visibility="private")
     compared.focus(lambda password: gr.Dropdown(choices=[] if instructor_refusal(password) else training_job_ids()),
                    password, compared, show_progress="hidden", api_visibility="private")  # jobs made since
     return job, next_note, [evaluate_btn, tutor_btn, merge_btn, publish_btn]

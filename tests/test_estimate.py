@@ -97,8 +97,11 @@ def test_the_summary_says_what_it_is_based_on_and_warns_when_it_will_not_fit():
     small = dataclasses.replace(CPU, free_bytes=int(0.5 * estimate.GiB))
     tight = estimate.estimate(config, DATA, SHAPE, small, measured)
     assert not tight.fits and "**Will not fit:**" in estimate.summary(tight)
+    assert "lower per_device_batch_size" in estimate.summary(tight) and "quantize" not in estimate.summary(tight)
+    unchecked = dataclasses.replace(config, gradient_checkpointing=False, quantization="none")
     gpu = Machine("1 x GPU", gpus=1, cores=8, bf16=True, free_bytes=int(0.5 * estimate.GiB))
-    assert "GPU memory free" in estimate.summary(estimate.estimate(config, DATA, SHAPE, gpu, measured))
+    text = estimate.summary(estimate.estimate(unchecked, DATA, SHAPE, gpu, measured))
+    assert "turn on gradient_checkpointing; quantize to 4bit" in text and "GPU memory free" in text
 
 
 def test_past_runs_are_read_from_completed_jobs(tmp_path, monkeypatch):

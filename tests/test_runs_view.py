@@ -57,6 +57,7 @@ def test_compare_runs_reads_the_job_folders(tmp_path, monkeypatch):
     write_report(report("gsm8k", 5, 10), store.report_file(a, "gsm8k"))
     curves, differences, results = app.compare_jobs("", [a.name, b.name])
     assert curves.groupby("job")["loss"].count().to_dict() == {a.name: 2, b.name: 3}
+    assert app.compare_legend([a.name, b.name]).constructor_args["colors_in_legend"] == [a.name, b.name]
     assert differences["setting"].tolist() == ["lora_r"]
     assert results.values.tolist() == [["gsm8k", "adapter", "50.0% (23.7%–76.3%) of 10", ""]]
     with pytest.raises(gr.Error, match="No job"):

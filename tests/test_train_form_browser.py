@@ -182,6 +182,7 @@ def test_compare_runs_overlays_the_loss_curves_of_two_jobs(studio):
     for job in losses:
         chooser.click()
         page.get_by_role("option", name=job).click()
+    page.get_by_role("button", name="Compare", exact=True).click()
     points = page.locator("#compare-plot [aria-label^='step: ']")
 
     def labels() -> set[str]:  # the plot's own data, as its marks describe it: "step: 1; loss: 2.5; job: <id>"
@@ -196,6 +197,8 @@ def test_compare_runs_overlays_the_loss_curves_of_two_jobs(studio):
         job: list(enumerate(values, 1)) for job, values in losses.items()}
     axis = page.locator("#compare-plot [aria-label^='Y-axis']").get_attribute("aria-label")
     assert "linear scale" in axis
+    legend = page.locator("#compare-plot [aria-label^='Symbol legend']")  # a colour per job: both lines are drawn
+    wait_until(lambda: "with 2 values" in (legend.get_attribute("aria-label") or ""), 30, "a colour for each job")
     settings = page.locator("#compare-settings")
     assert "lora_r" in settings.inner_text() and "max_samples" not in settings.inner_text()
     page.close()

@@ -87,6 +87,7 @@ class Estimate:
     memory: dict[str, float]  # bytes: weights, adapter, activations, runtime
     free_bytes: int
     device: str  # "cpu" or "gpu"
+    remedies: list[str]  # what would lower the peak, for this job on this device
 
     @property
     def peak_bytes(self) -> float:
@@ -198,7 +199,20 @@ def estimate(config: JobConfig, data: DataSize, shape: ModelShape, machine: Mach
     steps, tokens = training_steps(config, data, max(machine.gpus, 1))
     memory = peak_memory(config, shape, micro_batch_tokens(config, data), dtype_bytes(config, machine), machine.kind)
     return Estimate(data, steps, tokens, tokens / throughput.tokens_per_s, throughput, memory, machine.free_bytes,
-                    machine.kind)
+                    machine.kind, remedies(config, machine.kind))
+
+
+def remedies(config: JobConfig, device: str) -> list[str]:
+    """What lowers this job's peak memory, of the settings it has now."""
+    found = []
+    if config.per_device_batch_size > 1:
+        found.append("lower per_device_batch_size (raise gradient_accumulation_steps to keep the batch)")
+    found.append("lower max_seq_length")
+    if not config.gradient_checkpointing:
+        found.append("turn on gradient_checkpointing")
+    if device == "gpu" and config.quantization != "4bit":
+        found.append("quantize to 4bit")
+    return found
 
 
 def duration_words(seconds: float) -> str:
@@ -226,8 +240,7 @@ def summary(e: Estimate) -> str:
         lines.append(f"The preview reads the first {PREVIEW_LIMIT:,} examples only: the dataset may hold more.")
     if not e.fits:
         lines.append(f"**Will not fit:** about {e.peak_bytes / GiB:.1f} GiB needed, {e.free_bytes / GiB:.1f} GiB "
-                     f"{memory} free. Lower per_device_batch_size or max_seq_length (raise gradient_accumulation_steps "
-                     "to keep the batch), turn on gradient_checkpointing, or quantize to 4bit.")
+                     f"{memory} free: {'; '.join(e.remedies)}.")
     return "\n\n".join(lines)
 
 
