@@ -590,7 +590,7 @@ def build_train(password: gr.Textbox):
             jobs_df = gr.Dataframe(pd.DataFrame(columns=JOB_COLUMNS) if closed else jobs_table(),
                                    label="Jobs (click a row to monitor it)", interactive=False, elem_id="jobs-table")
             # Custom values: an API client may act on a job created after it connected; every handler checks the id.
-            job = gr.Dropdown([] if closed else job_ids(), label="Monitor job", allow_custom_value=True)
+            job = gr.Dropdown([] if closed else job_ids(), value=None, label="Monitor job", allow_custom_value=True)
             facts = gr.Markdown(elem_id="job-facts")
             progress = gr.HTML(elem_id="job-progress")
             with gr.Row():

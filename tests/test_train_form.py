@@ -99,6 +99,8 @@ def test_the_monitor_line_fits_the_state(root):
 
 def test_a_reload_monitors_the_job_in_the_address(root):
     job = a_job("queued", [])
+    (picker,) = [b for b in app.build_app().blocks.values() if getattr(b, "label", None) == "Monitor job"]
+    assert picker.value is None  # not the newest job when the app started: the page's address picks
     _, picker, *monitor = app.refresh_jobs("", None, gr.Request(query_params={"job": job}))
     # The pick only: the picker's change shows the job, closing the Delete question in that same update.
     assert picker.constructor_args["value"] == job and monitor == [gr.skip()] * app.MONITOR_SIZE
