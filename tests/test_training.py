@@ -111,3 +111,23 @@ def test_a_failing_job_is_marked_failed_with_the_reason(data_root, tiny_model_di
     status = wait_until(path, lambda s: s["state"] == "failed")
     assert "title" in status["reason"] and "problem" in status["reason"]  # names the columns found and needed
     assert "Traceback" in jobs.tail(path)  # the log keeps the details
+
+
+def test_a_step_whose_gradient_norm_is_nan_fails_the_job_before_its_weights_are_saved(tmp_path):
+    """A NaN step (seen in a GRPO job on an H200: the last step's grad norm NaN, then an adapter that wrote nothing)
+    is logged, then stops training with the reason; the row before it passes."""
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from trainer.train import Diverged, JobCallback, explain_failure
+
+    job = tmp_path / "job"
+    job.mkdir()
+    store.write_status(job, {"id": "job", "state": "running"})
+    callback, args = JobCallback(job), TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[])
+    state = TrainerState(max_steps=10, global_step=4)
+    callback.on_log(args, state, TrainerControl(), logs={"loss": 0.5, "grad_norm": 0.03, "learning_rate": 1e-4})
+    state.global_step = 5
+    with pytest.raises(Diverged) as caught:
+        callback.on_log(args, state, TrainerControl(), logs={"loss": 0.5, "grad_norm": float("nan")})
+    assert [row["step"] for row in store.read_progress(job)] == [4, 5]
+    assert explain_failure(caught.value).startswith("Training diverged at step 5: grad_norm became nan")

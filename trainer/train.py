@@ -10,6 +10,7 @@ import functools
 import inspect
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -27,8 +28,9 @@ from transformers import AttentionInterface, TrainerCallback
 from trainer.config import JobConfig
 from trainer.models import OUT_OF_MEMORY_RE
 from trainer.store import (
-    State, adapter_dir, config_file, partial_adapter, append_progress, cancel_flag, checkpoints_dir, heldout_report_file,
-    now, read_config, read_json, read_metrics, read_progress, read_status, update_status, write_metrics, write_progress,
+    State, adapter_dir, config_file, partial_adapter, append_progress, cancel_flag, checkpoints_dir,
+    heldout_report_file, now, read_config, read_json, read_metrics, read_progress, read_status, update_status,
+    write_metrics, write_progress,
 )
 
 log = logging.getLogger("trainer")
@@ -80,8 +82,13 @@ def remove_incomplete(path: Path) -> None:
     shutil.rmtree(partial_adapter(path), ignore_errors=True)
 
 
+class Diverged(ValueError):
+    """The loss or the gradient norm is no longer a finite number: the weights of that step are broken."""
+
+
 class JobCallback(TrainerCallback):
-    """Writes progress.jsonl and status.json as training goes, and stops cleanly when CANCEL appears."""
+    """Writes progress.jsonl and status.json as training goes, stops cleanly when CANCEL appears, and fails the job
+    when the loss or the gradient norm stops being finite (before that step's weights are saved anywhere)."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -117,6 +124,12 @@ class JobCallback(TrainerCallback):
             **reward_columns(logs),
         }
         append_progress(self.path, row)
+        broken = [key for key in ("loss", "grad_norm") if row[key] is not None and not math.isfinite(row[key])]
+        if broken:  # logged before the step's checkpoint is written: the last checkpoint saved is still sound
+            raise Diverged(
+                f"Training diverged at step {state.global_step}: {' and '.join(broken)} became {row[broken[0]]}, so "
+                "that step's weights are broken and are not saved. Lower the learning rate (grpo_learning_rate for "
+                "grpo) or turn off bf16; Resume continues from the last checkpoint, before the fault.")
 
 
 # GRPO's metrics (TRL's log keys) under the names progress rows give them; SFT logs none of them.
