@@ -1084,7 +1084,7 @@ def evaluation_view(password, job_id, show, seen=None):
         facts += f"\n\n> {html.escape(status['reason'])}"
     reports = store.read_reports(path)
     if not reports:
-        return facts, progress_html(status, {}), None, None, None, mark
+        return facts, progress_html(status, (store.read_progress(path) or [{}])[-1]), None, None, None, mark
     report = reports[-1]
     facts += "\n\n" + "\n\n".join(summary_lines(report))
     return (facts, progress_html(status, {}), eval_view.accuracy_figure(report),

@@ -2,6 +2,7 @@
 and the report kept with the job and beside the evaluated adapter's job."""
 
 import json
+import os
 import time
 
 import pytest
@@ -9,8 +10,8 @@ import pytest
 from tests.test_tutor_models import make_job
 from trainer import jobs, store
 from trainer.store import State
-from tutor.eval_job import queue_evaluation, run_eval_job
-from tutor.evaluate import EvalConfig, EvalError, accuracy_interval
+from tutor.eval_job import JobProgress, queue_evaluation, run_eval_job, seconds_left
+from tutor.evaluate import EvalConfig, EvalError, Estimate, accuracy_interval
 
 
 @pytest.fixture
@@ -36,6 +37,38 @@ def test_an_unknown_adapter_or_benchmark_is_refused_before_it_queues(data_root):
     with pytest.raises(ValueError, match="No adapter"):
         queue_evaluation(EvalConfig(adapter="no-such-job"))
     assert store.job_folders() == []
+
+
+def test_the_seconds_left_follow_the_estimate_until_a_problem_is_done_then_the_pace():
+    assert seconds_left(0, 4, 0.0, 40.0) == 40.0 and seconds_left(0, 4, 0.0, 40.0, models_after=1) == 80.0
+    assert seconds_left(2, 4, 30.0, 40.0) == 30.0  # 15 s a problem so far, 2 to go
+    assert seconds_left(2, 4, 30.0, 40.0, models_after=1) == 90.0 and seconds_left(4, 4, 50.0, 40.0) == 0.0
+
+
+def test_the_first_progress_row_carries_the_estimate_of_both_models(data_root):
+    """Before the first batch ends the Evaluate tab can say what the run will take: the row written as generation
+    starts holds the estimate (its ETA), for the base and, as long again, the adapter."""
+    job = queue_evaluation(EvalConfig(limit=4))
+    progress = JobProgress(job, models=2)
+    progress.estimated(Estimate(4, 100.0, 10.0, "a warm-up"), "base")
+    progress(0, 4, "base")
+    (row,) = store.read_progress(job)
+    assert row["step"] == 0 and row["total_steps"] == 8 and row["eta_s"] == 80
+    assert store.read_status(job)["step"] == 0
+
+
+def test_the_evaluate_tab_shows_a_running_evaluation_s_eta_before_its_first_batch_ends(data_root):
+    import psutil
+
+    import app
+
+    job = queue_evaluation(EvalConfig(limit=4))
+    store.update_status(job, state=State.RUNNING, pid=os.getpid(), pid_started=psutil.Process().create_time())
+    progress = JobProgress(job, models=1)
+    progress.estimated(Estimate(4, 150.0, 10.0, "a warm-up"), "base")
+    progress(0, 4, "base")
+    facts, bar, *_ = app.evaluation_view(None, job.name, "all")
+    assert "`running`" in facts and "step 0 / 4 (0%) · ETA 0:01:00" in bar
 
 
 @pytest.mark.slow

@@ -10,12 +10,15 @@ import torch
 
 from tests.conftest import ROOT, SHARED_DATA, needs_shared_data
 from tests.test_tutor_models import make_job
-from trainer.answers import is_equivalent
+from trainer import store
+from trainer.answers import extract_answer, is_equivalent, reply_is_correct
 from tutor.__main__ import main
 from tutor.chat import encode
+import tutor.evaluate as evaluate_module
 from tutor.evaluate import (
-    CPU_BATCH, EvalConfig, EvalError, Problem, auto_batch_size, disagreements, evaluate, generate_batch, load_problems,
-    prompt_messages,
+    CPU_BATCH, EvalConfig, EvalError, Estimate, GrowingLayer, Problem, Reply, answer_end, auto_batch_size,
+    default_report_path, disagreements, estimate_run, estimate_seconds, evaluate, generate_batch, load_problems,
+    loop_end, model_device, prompt_messages, stop_reason, write_report,
 )
 from tutor.models import load_for_evaluation, load_model
 
@@ -50,10 +53,11 @@ def test_batched_greedy_equals_one_at_a_time(data_root, sharp_model_dir, adapter
     loaded = load_model("adapter:job-a" if adapter else str(sharp_model_dir))
     prompts = prompts_for(loaded, QUESTIONS)
     assert len({len(p) for p in prompts}) == len(prompts)
-    batched, _ = generate_batch(loaded, prompts, max_new_tokens=16)
-    single = [generate_batch(loaded, [p], max_new_tokens=16)[0][0] for p in prompts]
+    batched = generate_batch(loaded, prompts, max_new_tokens=16)
+    single = [generate_batch(loaded, [p], max_new_tokens=16)[0] for p in prompts]
     assert batched == single
-    assert len(set(batched)) == len(batched) and all(len(text) > 16 for text in batched)  # real, distinct texts
+    texts = [reply.text for reply in batched]
+    assert len(set(texts)) == len(texts) and all(len(text) > 16 for text in texts)  # real, distinct texts
 
 
 def test_an_adapter_merged_for_evaluation_replies_as_in_the_tutor(data_root, sharp_model_dir):
@@ -71,19 +75,37 @@ def test_an_adapter_merged_for_evaluation_replies_as_in_the_tutor(data_root, sha
 
 
 def test_replies_that_end_leave_the_batch_and_greedy_is_generates_own(data_root, sharp_model_dir, monkeypatch):
-    """The loop writes what generate() writes; a reply that ends drops out of the batch without changing the others."""
+    """The loop writes what generate() writes, its cache growing a few tokens at a time here; a reply that ends drops
+    out of the batch without changing the others."""
+    monkeypatch.setattr(GrowingLayer, "GROW_TOKENS", 3)
     loaded = load_model(str(sharp_model_dir))
     prompts = prompts_for(loaded, QUESTIONS)
     with loaded.activated() as model:
         ids = model.generate(input_ids=torch.tensor([prompts[0]]), max_new_tokens=16, do_sample=False)[0, len(prompts[0]):]
-    assert generate_batch(loaded, [prompts[0]], max_new_tokens=16) == ([loaded.tokenizer.decode(ids)], 16)
+    assert generate_batch(loaded, [prompts[0]], max_new_tokens=16) == [Reply(loaded.tokenizer.decode(ids), 16, "limit")]
     # The 4th token of the first reply ends replies from now on: that reply stops after 3, while others run on.
     monkeypatch.setattr(loaded.model.generation_config, "eos_token_id", int(ids[3]))
-    batched, count = generate_batch(loaded, prompts, max_new_tokens=16)
-    single = [generate_batch(loaded, [p], max_new_tokens=16) for p in prompts]
-    assert batched == [texts[0] for texts, _ in single] and count == sum(n for _, n in single)
-    assert single[0] == ([loaded.tokenizer.decode(ids[:3])], 3) and max(n for _, n in single) > 3
+    batched = generate_batch(loaded, prompts, max_new_tokens=16)
+    single = [generate_batch(loaded, [p], max_new_tokens=16)[0] for p in prompts]
+    assert batched == single
+    assert single[0] == Reply(loaded.tokenizer.decode(ids[:3]), 3, "end") and max(r.tokens for r in single) > 3
     assert auto_batch_size(loaded, 40, 600) == CPU_BATCH and auto_batch_size(loaded, 3, 600) == 3
+
+
+def test_a_reply_whose_answer_is_complete_stops_with_that_token_and_leaves_the_batch(data_root, sharp_model_dir,
+                                                                                    monkeypatch):
+    """The check of a reply's text (stop_reason) ends it with the token that completes it; the other replies run on
+    as they would alone."""
+    loaded = load_model(str(sharp_model_dir))
+    prompts = prompts_for(loaded, QUESTIONS)
+    alone = [generate_batch(loaded, [p], max_new_tokens=12)[0] for p in prompts]
+    with loaded.activated() as model:
+        ids = model.generate(input_ids=torch.tensor(prompts[:1]), max_new_tokens=4, do_sample=False)[0, len(prompts[0]):]
+    done = "".join(loaded.tokenizer.decode([token]) for token in ids)  # as if its 4th token closed its \boxed{}
+    monkeypatch.setattr(evaluate_module, "stop_reason", lambda text, newest: "answer" if text == done else "")
+    batched = generate_batch(loaded, prompts, max_new_tokens=12)
+    assert batched[0] == Reply(loaded.tokenizer.decode(ids), 4, "answer") and batched[1:] == alone[1:]
+    assert all(reply.stop == "limit" and reply.tokens == 12 for reply in alone[1:])
 
 
 def test_gsm8k_and_math500_files_become_problems(tmp_path, gsm8k_file):
@@ -129,7 +151,10 @@ def test_eval_of_base_and_adapter_writes_a_full_report_into_the_job(data_root, t
                  "--batch-size", "3", "--max-new-tokens", "8"])
     assert code == 0
     reports = list((job / "eval").glob("gsm8k-*.json"))
-    assert len(reports) == 1 and str(reports[0]) in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert len(reports) == 1 and str(reports[0]) in out
+    assert out.count(" to generate: 4 problems x ") == 2  # an estimate before each model generates
+    assert out.count("tokens/s, batch 3; replies ended: ") == 2
     report = json.loads(reports[0].read_text())
 
     assert set(report) == {"benchmark", "data", "protocol", "created", "summary", "runs", "disagreements",
@@ -142,8 +167,10 @@ def test_eval_of_base_and_adapter_writes_a_full_report_into_the_job(data_root, t
     assert set(report["runs"]) == {"base", "adapter"} and report["runs"]["base"]["choice"] == str(tiny_model_dir)
     for run in report["runs"].values():
         assert [p["question"] for p in run["problems"]] == QUESTIONS  # the file's order, though run longest first
-        assert all(set(p) == {"id", "question", "gold", "output", "extracted", "correct", "math_verify"}
-                   for p in run["problems"])
+        assert all(set(p) == {"id", "question", "gold", "output", "extracted", "correct", "math_verify", "tokens",
+                              "stop"} for p in run["problems"])
+        assert sum(p["tokens"] for p in run["problems"]) == run["generated_tokens"] > 0
+        assert sum(run["stops"].values()) == 4 and run["estimate"]["problems"] == 4
         assert run["accuracy"] == sum(p["correct"] for p in run["problems"]) / 4
     assert report["summary"]["adapter"]["total"] == 4 and "problems" not in report["summary"]["adapter"]
     assert report["runs"]["base"]["problems"][0]["output"] != report["runs"]["adapter"]["problems"][0]["output"]
@@ -246,3 +273,103 @@ def test_math_verify_scores_the_whole_reply_as_a_second_scorer():
     assert reply_is_correct("First 2 + 3 = 5, so the answer is $\\boxed{5}$.", "5", timeout_s=slow)
     assert reply_is_correct("The roots are $x = \\frac{1}{2}$.", "0.5", timeout_s=slow)
     assert not reply_is_correct("So it is $\\boxed{6}$.", "5", timeout_s=slow)
+
+
+# ---- where a reply ends ----
+
+# The embedded model's reply to GSM8K's first test problem (greedy, 512 tokens, never ending), its start and loop.
+RUNAWAY = ("Janet has 16 eggs per day, so she lays 16 eggs per day * 16 days = 24 eggs per day. "
+           "She makes 2.4 eggs per day * 4 days = 8.8 eggs per day. "
+           "She makes 8.8 eggs per day * $2 per fresh duck egg = $1.44 per fresh duck egg. "
+           "She makes 1.44 eggs per day * $2 per fresh duck egg = $2.44 per fresh duck egg. "
+           "She makes 2.44 eggs per day * $2 per fresh duck egg = $4.84 per fresh duck egg. "
+           "She makes 4.84 eggs per day * $2 per fresh duck egg = $8.24 per fresh duck egg. "
+           "She makes 8.24 eggs per day * $2 per fresh duck egg = $16.68 per fresh duck egg. "
+           "She makes 16.68 eggs per day * $2 per fresh duck egg = $32.36 per fresh duck")
+# Replies that end (their end token came after the last character), each with its gold answer.
+ENDED = [
+    ("<think>16 - 3 - 4 = 9 eggs are left. Is it \\boxed{9}? No: 9 * 2 = 18 dollars.</think>\n"
+     "She makes $\\boxed{18}$ dollars every day.", "18"),
+    ("She sells 16 - 3 - 4 = 9 eggs.\nShe makes 9 * 2 = $18.\n#### 18\nI hope this helps!", "18"),
+    ("She sells 16 - 3 - 4 = 9 eggs.\nShe makes 9 * 2 = $18.\n#### 18", "18"),
+    ("Half of 1 is $\\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),
+    ("In year 2 he pays 90. In year 3 he pays 100. In year 4 he pays 110. So the answer is 110.", "110"),
+    ("I think it is 17.", "18"),
+]
+
+
+def stopped(text: str) -> str:
+    """What generate_batch keeps of a reply that the model writes a character per token: the tightest cut."""
+    return next((text[: i + 1] for i, char in enumerate(text) if stop_reason(text[: i + 1], char)), text)
+
+
+def test_a_reply_ends_once_its_final_answer_is_complete_past_its_thinking():
+    thinking, _ = ENDED[0]
+    assert answer_end(thinking) == thinking.index("}$ dollars") + 1  # the box while thinking was not final
+    assert answer_end("<think>so \\boxed{9}") is None and answer_end("\\boxed{\\frac{1}{2") is None
+    assert answer_end("x = \\boxed{\\frac{1}{2}} or \\boxed{3}") == len("x = \\boxed{\\frac{1}{2}}")
+    assert answer_end("Steps.\n#### 18") is None and answer_end("Steps.\n#### 18\nMore") == len("Steps.\n#### 18")
+    assert answer_end("The answer is 18.") is None  # words are no final answer: the reply runs to its end token
+
+
+def test_a_reply_that_loops_ends_at_the_fourth_round_numbers_aside():
+    fourth = RUNAWAY.index("$8.24 per fresh duck egg.") + len("$8.24 per fresh duck egg.")
+    assert loop_end(RUNAWAY) == fourth and stopped(RUNAWAY) == RUNAWAY[: fourth + 1]  # cut at the space that ends it
+    assert loop_end(RUNAWAY[: fourth - 1]) is None  # three rounds and most of a fourth are no loop yet
+    assert loop_end("Add 2.\n" * 9) is None  # fewer than three words: a formula or a table row, not a loop
+    cycle = "First we add the eggs. Then we sell 3 eggs. " * 4
+    assert loop_end(cycle) == len(cycle) - 1  # two sentences, four rounds
+    assert stop_reason(RUNAWAY, "fresh") == "" and stop_reason(RUNAWAY + ". ", ". ") == "loop"
+
+
+def test_cutting_replies_that_end_keeps_their_score():
+    """A reply that ends is cut after its final answer at most (a token's worth of text on): the same answer, the
+    same verdict from the extractor and from math-verify on the whole reply."""
+    for reply, gold in ENDED:
+        cut = stopped(reply)
+        assert reply.startswith(cut) and extract_answer(cut) == extract_answer(reply), reply
+        assert is_equivalent(extract_answer(cut), gold) == is_equivalent(extract_answer(reply), gold)
+        assert reply_is_correct(cut, gold) == reply_is_correct(reply, gold), reply
+    assert [stopped(reply) != reply for reply, _ in ENDED] == [True, True, False, True, False, False]
+
+
+@needs_shared_data()
+def test_gsm8k_solutions_written_as_replies_keep_their_answers():
+    """GSM8K's reference solutions are replies that end: not one of the first 400 is cut before its answer (across
+    the train set 2 of 7,473 are: an enumeration of 4 lines alike, see benchmarks/README.md)."""
+    rows = [json.loads(line) for line in (SHARED_DATA / "gsm8k" / "test.jsonl").open()][:400]
+    assert all(extract_answer(stopped(row["answer"])) == extract_answer(row["answer"]) for row in rows)
+
+
+# ---- saying what a run will take ----
+
+
+def test_the_estimate_is_problems_times_reply_tokens_over_the_rate():
+    assert estimate_seconds(4, 250, 25.0) == 40.0 and estimate_seconds(1319, 200, 2000.0) == pytest.approx(131.9)
+    estimate = Estimate(50, 240.0, 20.0, "3 earlier run(s) on this device")
+    assert estimate.seconds == 600.0
+    assert str(estimate) == "about 10 min to generate: 50 problems x 240 tokens / 20.0 tokens/s (3 earlier run(s) on " \
+                            "this device)"
+
+
+def test_the_estimate_comes_from_earlier_reports_of_the_model_else_from_a_warm_up(data_root, tiny_model_dir,
+                                                                                 gsm8k_file):
+    loaded = load_for_evaluation(str(tiny_model_dir))
+    prompts = prompts_for(loaded, QUESTIONS)
+    first = estimate_run(loaded, prompts[:2], 10, 8)
+    assert first.source == "a 8-step warm-up, replies guessed at half of 8 tokens"
+    assert first.reply_tokens == 4 and first.tokens_per_s > 0 and first.problems == 10
+
+    config = EvalConfig(model=str(tiny_model_dir), data_file=str(gsm8k_file), batch_size=2, max_new_tokens=8)
+    report = evaluate(config)
+    write_report(report, default_report_path(config))
+    run = report["summary"]["base"]
+    assert run["estimate"]["source"] == first.source  # no report before this run
+    later = estimate_run(loaded, prompts[:2], 10, 8)
+    assert later.source == "1 earlier run(s) on this device" and later.reply_tokens == run["generated_tokens"] / 4
+    assert later.tokens_per_s == pytest.approx(run["generated_tokens"] / run["generate_s"])
+    assert later.seconds == pytest.approx(10 * run["generate_s"] / 4)
+    other_batch = estimate_run(loaded, prompts[:3], 10, 8)  # tokens/s differ by batch: measured, reply length kept
+    assert other_batch.source == "a 8-step warm-up" and other_batch.reply_tokens == later.reply_tokens
+    assert estimate_run(loaded, prompts[:2], 10, 16).source.endswith("half of 16 tokens")  # another protocol
+    assert [r["summary"]["base"]["device"] for r in store.read_reports(data_root)] == [model_device(loaded)]

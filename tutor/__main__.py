@@ -13,7 +13,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from tqdm import tqdm
 
 from trainer.models import ModelError
-from tutor.evaluate import BENCHMARKS, EvalConfig, EvalError, default_report_path, evaluate, summary_lines, write_report
+from tutor.evaluate import (
+    BENCHMARKS, EvalConfig, EvalError, Estimate, default_report_path, evaluate, summary_lines, write_report,
+)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -51,6 +53,10 @@ class Bars:
             bar.close()
 
 
+def say_estimate(estimate: Estimate, label: str) -> None:
+    print(f"{label}: {estimate}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = vars(parse_args(sys.argv[1:] if argv is None else argv))
     config_file, job = args.pop("config"), args.pop("job")
@@ -63,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = EvalConfig.load(config_file) if config_file else EvalConfig(**args)
         out = config.out or default_report_path(config)
-        report = evaluate(config, progress=Bars())
+        report = evaluate(config, progress=Bars(), estimated=say_estimate)
     except (ModelError, EvalError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

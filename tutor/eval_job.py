@@ -7,13 +7,14 @@ A cancelled, failed or interrupted evaluation resumed from the queue runs again 
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import psutil
 
 from trainer import jobs, store
 from trainer.store import State
-from tutor.evaluate import EvalConfig, adapter_choice, evaluate, summary_lines, write_report
+from tutor.evaluate import EvalConfig, Estimate, adapter_choice, evaluate, summary_lines, write_report
 from tutor.models import base_path, find_adapter
 
 log = logging.getLogger("tutor.eval")
@@ -34,22 +35,36 @@ def queue_evaluation(config: EvalConfig, name: str = "") -> Path:
 
 
 class JobProgress:
-    """evaluate()'s progress callback: a row per batch in the job's progress, its status's step, and the cancel
-    check. Steps count problems over every model evaluated (base, then adapter)."""
+    """evaluate()'s progress callback: a row per batch in the job's progress with the seconds left (eta_s), its
+    status's step, and the cancel check. Steps count problems over every model evaluated (base, then adapter)."""
 
     def __init__(self, job: Path, models: int):
         self.job, self.models, self.done_before, self.label = job, models, 0, None
+        self.estimate_s, self.started = 0.0, time.monotonic()
+
+    def estimated(self, estimate: Estimate, label: str) -> None:
+        self.estimate_s = estimate.seconds
 
     def __call__(self, done: int, total: int, label: str) -> None:
         if label != self.label:
             if self.label is not None:
                 self.done_before += total
-            self.label = label
+            self.label, self.started = label, time.monotonic()
         step, steps = self.done_before + done, total * self.models
-        store.append_progress(self.job, {"step": step, "total_steps": steps, "model": label, "time": store.now()})
+        models_after = self.models - 1 - self.done_before // total
+        eta = seconds_left(done, total, time.monotonic() - self.started, self.estimate_s, models_after)
+        store.append_progress(self.job, {"step": step, "total_steps": steps, "model": label, "eta_s": round(eta),
+                                         "time": store.now()})
         store.update_status(self.job, step=step, total_steps=steps)
         if store.cancel_flag(self.job).exists():
             raise Cancelled
+
+
+def seconds_left(done: int, total: int, elapsed_s: float, estimate_s: float, models_after: int = 0) -> float:
+    """What is left of an evaluation: of this model's run, by its estimate until a problem is done, then by its pace
+    so far; and as long again for each model after it."""
+    run_s = elapsed_s * total / done if done else estimate_s
+    return max(0.0, run_s - elapsed_s) + models_after * run_s
 
 
 def run_eval_job(job: Path) -> int:
@@ -59,7 +74,8 @@ def run_eval_job(job: Path) -> int:
     store.write_progress(job, [])
     try:
         config = store.read_config(job, EvalConfig)
-        report = evaluate(config, progress=JobProgress(job, 2 if config.adapter else 1))
+        progress = JobProgress(job, 2 if config.adapter else 1)
+        report = evaluate(config, progress=progress, estimated=progress.estimated)
         path = write_report(report, store.report_file(job, config.benchmark))
         adapter_job = store.job_of_adapter(find_adapter(adapter_choice(config.adapter))) if config.adapter else None
         if adapter_job is not None:

@@ -2,7 +2,9 @@
 
 Protocol: zero-shot, the tutor system prompt and the bare question through the model's own chat template, greedy
 decoding, a fixed max_new_tokens, batched with left padding, answers extracted by `trainer.answers.extract_answer`
-and checked by `trainer.answers.is_equivalent`. All of it is recorded in the report beside every problem.
+and checked by `trainer.answers.is_equivalent`. A reply ends at its end token, at max_new_tokens, once its final
+answer is complete (`answer_end`) or once it loops (`loop_end`). All of it is recorded in the report beside every
+problem.
 """
 
 import math
@@ -16,12 +18,14 @@ from pathlib import Path
 
 import torch
 import yaml
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from trainer.config import SHARED_DATA, TUTOR_PROMPT
-from trainer.answers import extract_answer, is_equivalent, reply_is_correct
+from trainer.answers import _BOXED_RE, _HASHES_RE, brace_pairs, extract_answer, is_equivalent, reply_is_correct
 from trainer.data import DataError, Part, describe, load_examples, normalize_rows, parse_spec, read_rows
+from trainer.estimate import duration_words
 from trainer.models import EMBEDDED, Kind, ModelChoice
-from trainer.store import job_of_adapter, read_config, report_file, write_json
+from trainer.store import data_root, job_folders, job_of_adapter, read_config, read_reports, report_file, write_json
 from tutor.chat import encode
 from tutor.models import (
     Loaded, adapter_base, adapter_base_name, base_path, cache_key, find_adapter, load_for_evaluation,
@@ -35,6 +39,7 @@ USER_TEMPLATE = "{question}"
 SPEC_KINDS = ("file:", "hub:", "builtin:")
 
 Progress = Callable[[int, int, str], None]  # (problems done, problems in all, which model)
+Estimated = Callable[["Estimate", str], None]  # (what a model's run will take, which model), before it generates
 
 
 class EvalError(ValueError):
@@ -90,8 +95,9 @@ class Problem:
     gold: str
 
 
-def evaluate(config: EvalConfig, progress: Progress | None = None) -> dict:
-    """Run the benchmark and return the report (see `write_report`)."""
+def evaluate(config: EvalConfig, progress: Progress | None = None, estimated: Estimated | None = None) -> dict:
+    """Run the benchmark and return the report (see `write_report`). `estimated` hears what each model's run will
+    take before it generates (`estimate_run`)."""
     config.validate()
     problems, source = load_problems(config.benchmark, config.data_file, config.limit)
     choices = {"base": base_choice(config)}
@@ -102,7 +108,7 @@ def evaluate(config: EvalConfig, progress: Progress | None = None) -> dict:
         started = time.perf_counter()
         loaded = load_for_evaluation(choice)
         load_s = time.perf_counter() - started
-        runs[role] = run_benchmark(loaded, problems, config, progress)
+        runs[role] = run_benchmark(loaded, problems, config, progress, estimated)
         del loaded  # its memory goes to the next model's batch
         runs[role].update(choice=str(choice), load_s=round(load_s, 2),
                           ci95=[round(x, 4) for x in accuracy_interval(runs[role]["correct"], runs[role]["total"])])
@@ -122,33 +128,36 @@ def evaluate(config: EvalConfig, progress: Progress | None = None) -> dict:
     return report
 
 
-def run_benchmark(loaded: Loaded, problems: list[Problem], config: EvalConfig, progress: Progress | None) -> dict:
+def run_benchmark(loaded: Loaded, problems: list[Problem], config: EvalConfig, progress: Progress | None = None,
+                  estimated: Estimated | None = None) -> dict:
     """Generate for every problem in batches (longest prompts first), extract and check each answer."""
     prompts = [encode(loaded.tokenizer, prompt_messages(p)) for p in problems]
     batch_size = 1 if config.one_at_a_time else config.batch_size or auto_batch_size(
         loaded, len(prompts), max(map(len, prompts)) + config.max_new_tokens)
     order = sorted(range(len(problems)), key=lambda i: -len(prompts[i]))
-    outputs: list[str] = [""] * len(problems)
-    tokens = 0
+    estimate = estimate_run(loaded, [prompts[i] for i in order[:batch_size]], len(problems), config.max_new_tokens)
+    if estimated:
+        estimated(estimate, loaded.name)
+    replies: list[Reply | None] = [None] * len(problems)
     if progress:
         progress(0, len(order), loaded.name)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
-        texts, counts = generate_batch(loaded, [prompts[i] for i in batch], config.max_new_tokens)
-        for i, text in zip(batch, texts):
-            outputs[i] = text
-        tokens += counts
+        for i, reply in zip(batch, generate_batch(loaded, [prompts[i] for i in batch], config.max_new_tokens)):
+            replies[i] = reply
         if progress:
             progress(min(start + batch_size, len(order)), len(order), loaded.name)
-    generate_s = time.perf_counter() - started
+    generate_s, generate_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
     results = []
-    for problem, output in zip(problems, outputs):
-        extracted = extract_answer(output)
+    for problem, reply in zip(problems, replies):
+        extracted = extract_answer(reply.text)
         correct = bool(extracted) and is_equivalent(extracted, problem.gold)
-        results.append({**asdict(problem), "output": output, "extracted": extracted, "correct": correct,
-                        "math_verify": reply_is_correct(output, problem.gold)})
+        results.append({**asdict(problem), "output": reply.text, "extracted": extracted, "correct": correct,
+                        "math_verify": reply_is_correct(reply.text, problem.gold), "tokens": reply.tokens,
+                        "stop": reply.stop})
     correct = sum(r["correct"] for r in results)
+    tokens = sum(reply.tokens for reply in replies)
     return {
         "model": loaded.name,
         "device": model_device(loaded),
@@ -158,8 +167,12 @@ def run_benchmark(loaded: Loaded, problems: list[Problem], config: EvalConfig, p
         "math_verify_accuracy": sum(r["math_verify"] for r in results) / len(results) if results else 0.0,
         "batch_size": batch_size,
         "generate_s": round(generate_s, 2),
+        "generate_cpu_s": round(generate_cpu_s, 2),  # all its threads: steadier than wall time on a shared CPU
         "generated_tokens": tokens,
         "tokens_per_s": round(tokens / generate_s, 1) if generate_s else 0.0,
+        "stops": {stop: sum(r.stop == stop for r in replies) for stop in STOPS},
+        "estimate": asdict(estimate) | {"tokens_per_s": round(estimate.tokens_per_s, 1),
+                                        "seconds": round(estimate.seconds, 1)},
         "problems": results,
     }
 
@@ -183,15 +196,122 @@ def auto_batch_size(loaded: Loaded, problems: int, tokens_per_reply: int) -> int
     return max(1, min(problems, int(free * GPU_MEMORY_SHARE // (3 * kv_bytes * tokens_per_reply))))
 
 
-def generate_batch(loaded: Loaded, prompts: list[list[int]], max_new_tokens: int) -> tuple[list[str], int]:
-    """Greedy continuations of token-id prompts, left-padded into one batch; also the count of generated tokens.
+# ---- generating ----
+
+STOPS = ("end", "answer", "loop", "limit")  # why a reply ended: see Reply
+LOOP_REPEATS = 4  # the same sentence or line this many times in a row (numbers aside) is a loop
+LOOP_PERIOD = 3  # a loop of up to this many sentences or lines
+_STOP_CHARS_RE = re.compile(r"[}\n.!?]")  # what completes an answer or, with the space after it, a sentence
+_PIECE_END_RE = re.compile(r"[.!?]+(?=\s)|\n")  # the end of a sentence (not a decimal point) or of a line
+_DIGITS_RE = re.compile(r"\d+(?:[.,]\d+)*")
+_WORD_RE = re.compile(r"[A-Za-z]{2,}")
+
+
+@dataclass
+class Reply:
+    text: str
+    tokens: int  # generated, the end token not counted
+    stop: str  # "end": its end token; "answer": its final answer was complete (answer_end); "loop": loop_end;
+    #            "limit": max_new_tokens
+
+
+def answer_end(text: str) -> int | None:
+    """Where a reply's final answer is complete, though the model may write on: just after its first closed
+    `\\boxed{...}` or at the end of its first `#### n` line, past its <think> block (an answer written while thinking
+    is not final). None while it has none. A reply that would have ended after its answer anyway is scored the same;
+    one that would have gone on to write a second, different answer is scored on its first."""
+    think = text.find("</think>")
+    if think == -1 and "<think>" in text:
+        return None
+    start = 0 if think == -1 else think + len("</think>")
+    ends = []
+    boxes = list(_BOXED_RE.finditer(text, start))
+    if boxes:
+        pairs = brace_pairs(text)
+        ends += [pairs[box.end() - 1] + 1 for box in boxes if box.end() - 1 in pairs][:1]
+    hashes = _HASHES_RE.search(text, start)
+    if hashes and (newline := text.find("\n", hashes.start("a"))) != -1:
+        ends.append(newline)
+    return min(ends, default=None)
+
+
+def loop_end(text: str) -> int | None:
+    """Where a reply has written the same sentence or line, or run of up to LOOP_PERIOD of them, LOOP_REPEATS times
+    in a row, numbers aside ("She makes 8.8 ... = $1.44 ... She makes 1.44 ... = $2.44 ..."): a loop that will not
+    answer. Pieces with fewer than 3 words (formulas, table rows, blank lines) never make one. None while none."""
+    pieces, start = [], 0
+    for end in (m.end() for m in _PIECE_END_RE.finditer(text)):  # the text after the last end is not complete yet
+        shape, start = _DIGITS_RE.sub("N", text[start:end].strip()), end
+        if shape:
+            pieces.append((end, shape))
+    shapes = [shape for _, shape in pieces]
+    for last in range(1, len(shapes) + 1):
+        for period in range(1, LOOP_PERIOD + 1):
+            block = shapes[last - period : last]
+            if last < period * LOOP_REPEATS or len(_WORD_RE.findall(" ".join(block))) < 3:
+                continue
+            if all(shapes[last - period * (k + 1) : last - period * k] == block for k in range(1, LOOP_REPEATS)):
+                return pieces[last - 1][0]
+    return None
+
+
+def stop_reason(text: str, newest: str) -> str:
+    """Why a reply ends now that `newest` (its newest token's text) ended `text`: "answer" or "loop", else "".
+    Checked only where the newest token, or the character before it, can end an answer or a sentence."""
+    if not _STOP_CHARS_RE.search(text, max(0, len(text) - len(newest) - 1)):
+        return ""
+    return "answer" if answer_end(text) is not None else "loop" if loop_end(text) is not None else ""
+
+
+class GrowingLayer(DynamicLayer):
+    """A layer of the KV cache that writes each token's keys and values into room kept ahead (GROW_TOKENS at a time)
+    instead of copying the whole cache to append them, as DynamicLayer does at every token."""
+
+    GROW_TOKENS = 256
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            self.length, self.room = 0, (key_states[..., :0, :], value_states[..., :0, :])
+        end = self.length + key_states.shape[-2]
+        if end > self.room[0].shape[-2]:
+            self.room = tuple(self.grown(kept, end) for kept in self.room)
+        self.room[0][..., self.length : end, :] = key_states
+        self.room[1][..., self.length : end, :] = value_states
+        self.length = end
+        self.keys, self.values = (kept[..., :end, :] for kept in self.room)
+        return self.keys, self.values
+
+    def grown(self, kept: torch.Tensor, end: int) -> torch.Tensor:
+        """The kept keys or values with room for tokens up to `end` and GROW_TOKENS more."""
+        room = kept.new_empty((*kept.shape[:2], end - self.length + self.GROW_TOKENS, kept.shape[-1]))
+        return torch.cat([kept[..., : self.length, :], room], dim=-2)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.is_initialized:
+            self.room = tuple(kept[indices] for kept in self.room)
+            self.keys, self.values = (kept[..., : self.length, :] for kept in self.room)
+
+
+def growing_cache(model) -> DynamicCache:
+    """The cache generate() would make, with GrowingLayer for its full-attention layers (measured on a CPU only)."""
+    cache = DynamicCache(config=model.config)
+    cache.layers = [GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
+
+
+def generate_batch(loaded: Loaded, prompts: list[list[int]], max_new_tokens: int) -> list[Reply]:
+    """Greedy continuations of token-id prompts, left-padded into one batch.
 
     A greedy loop over the model's forward pass, as generate() runs it, except that replies which have ended leave
     the batch (their rows of the KV cache are dropped once an eighth of the rows have ended): the steps after the
-    short replies end cost only what the long ones need."""
+    short replies end cost only what the long ones need. A reply ends at an end token, or with the token that
+    completes its final answer or a loop (`stop_reason`); each reply's ending depends on its own tokens only."""
     pad = loaded.tokenizer.pad_token_id
     width = max(len(ids) for ids in prompts)
-    replies: list[list[int]] = [[] for _ in prompts]
+    replies = [Reply("", 0, "limit") for _ in prompts]
+    tokens_of: list[list[int]] = [[] for _ in prompts]
+    token_text: dict[int, str] = {}
     with loaded.activated() as model:
         ends = set(end_token_ids(model, loaded.tokenizer))
         device = model.device
@@ -200,16 +320,24 @@ def generate_batch(loaded: Loaded, prompts: list[list[int]], max_new_tokens: int
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         rows = list(range(len(prompts)))  # which prompt each row of the batch is
         ended = [False] * len(rows)
-        cache = None
+        cache = growing_cache(model) if device.type == "cpu" else None
         for _ in range(max_new_tokens):
             out = model(input_ids=tokens, attention_mask=mask, position_ids=positions, past_key_values=cache,
                         use_cache=True, logits_to_keep=1)
             cache, tokens = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
             for i, token in enumerate(tokens[:, 0].tolist()):
-                if not ended[i]:
-                    ended[i] = token in ends
-                    if not ended[i]:
-                        replies[rows[i]].append(token)
+                if ended[i]:
+                    continue
+                reply = replies[rows[i]]
+                if token in ends:
+                    ended[i], reply.stop = True, "end"
+                    continue
+                tokens_of[rows[i]].append(token)
+                if token not in token_text:
+                    token_text[token] = loaded.tokenizer.decode([token], skip_special_tokens=True)
+                reply.text += token_text[token]
+                reply.stop = stop_reason(reply.text, token_text[token]) or "limit"
+                ended[i] = reply.stop != "limit"
             if all(ended):
                 break
             mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
@@ -221,8 +349,8 @@ def generate_batch(loaded: Loaded, prompts: list[list[int]], max_new_tokens: int
                     layer.batch_select_indices(index)
                 tokens, mask, positions = tokens[index], mask[index], positions[index]
                 rows, ended = [rows[i] for i in keep], [False] * len(keep)
-    texts = loaded.tokenizer.batch_decode(replies, skip_special_tokens=True)
-    return texts, sum(map(len, replies))
+    texts = loaded.tokenizer.batch_decode(tokens_of, skip_special_tokens=True)
+    return [Reply(text, len(ids), reply.stop) for text, ids, reply in zip(texts, tokens_of, replies)]
 
 
 def end_token_ids(model, tokenizer) -> list[int]:
@@ -231,6 +359,83 @@ def end_token_ids(model, tokenizer) -> list[int]:
     if ends is None:
         ends = tokenizer.eos_token_id
     return list(ends) if isinstance(ends, (list, tuple)) else [ends]
+
+
+# ---- saying what a run will take ----
+
+WARM_UP_STEPS = 8  # decoding steps of the first batch timed when no earlier report of this model and device exists
+RECENT_RUNS = 5  # earlier runs that the estimate pools
+
+
+@dataclass
+class Estimate:
+    """What generating for `problems` will take: their expected tokens at this device's rate."""
+
+    problems: int
+    reply_tokens: float  # expected per problem
+    tokens_per_s: float
+    source: str  # where the two figures come from, in words
+
+    @property
+    def seconds(self) -> float:
+        return estimate_seconds(self.problems, self.reply_tokens, self.tokens_per_s)
+
+    def __str__(self) -> str:
+        return (f"{duration_words(self.seconds)} to generate: {self.problems} problems x {self.reply_tokens:.0f} "
+                f"tokens / {self.tokens_per_s:.1f} tokens/s ({self.source})")
+
+
+def estimate_seconds(problems: int, reply_tokens: float, tokens_per_s: float) -> float:
+    return problems * reply_tokens / tokens_per_s
+
+
+def estimate_run(loaded: Loaded, first_batch: list[list[int]], problems: int, max_new_tokens: int) -> Estimate:
+    """The estimate for this model on this device: tokens per reply and tokens/s pooled over the latest earlier runs
+    of the same model, device, batch size and max_new_tokens in the data root's reports; without them, tokens/s from a
+    warm-up (WARM_UP_STEPS steps of the first batch) and, without any earlier run of the model, half max_new_tokens
+    per reply."""
+    runs = earlier_runs(loaded.name, model_device(loaded), max_new_tokens)
+    same_batch = [run for run in runs if run["batch_size"] == len(first_batch)]
+    if runs:
+        reply_tokens = sum(run["generated_tokens"] for run in runs) / sum(run["total"] for run in runs)
+    else:
+        reply_tokens = max_new_tokens / 2
+    if same_batch:
+        rate = sum(run["generated_tokens"] for run in same_batch) / sum(run["generate_s"] for run in same_batch)
+        return Estimate(problems, reply_tokens, rate, f"{len(same_batch)} earlier run(s) on this device")
+    rate = warm_up_rate(loaded, first_batch)
+    source = f"a {WARM_UP_STEPS}-step warm-up"
+    if not runs:
+        source += f", replies guessed at half of {max_new_tokens} tokens"
+    return Estimate(problems, reply_tokens, rate, source)
+
+
+def warm_up_rate(loaded: Loaded, prompts: list[list[int]]) -> float:
+    """Tokens/s of decoding `prompts` for WARM_UP_STEPS steps, less the time of their prefill (timed in a run of one
+    step): a reply pays for its prompt once, but for each of its tokens."""
+    seconds, tokens = [], []
+    for steps in (1, 1 + WARM_UP_STEPS):
+        started = time.perf_counter()
+        tokens.append(sum(reply.tokens for reply in generate_batch(loaded, prompts, steps)))
+        seconds.append(time.perf_counter() - started)
+    decode_s = seconds[1] - seconds[0]
+    if decode_s <= 0:  # the machine was busier during the shorter run
+        return max(1, tokens[1]) / seconds[1]
+    return max(1, tokens[1] - tokens[0]) / decode_s
+
+
+def earlier_runs(model: str, device: str, max_new_tokens: int) -> list[dict]:
+    """The summaries of the latest RECENT_RUNS runs of `model` on `device` with `max_new_tokens` in the reports kept
+    in the data root and its jobs (a report kept in two jobs counts once)."""
+    runs = {}
+    for report in (report for folder in (data_root(), *job_folders()) for report in read_reports(folder)):
+        if (report.get("protocol") or {}).get("max_new_tokens") != max_new_tokens:
+            continue
+        for run in (report.get("summary") or {}).values():
+            if run.get("model") == model and run.get("device") == device and run.get("generate_s") and \
+                    run.get("generated_tokens"):
+                runs[str(report.get("created", ""))] = run
+    return [runs[created] for created in sorted(runs)[-RECENT_RUNS:]]
 
 
 def prompt_messages(problem: Problem) -> list[dict]:
@@ -263,6 +468,10 @@ def protocol(config: EvalConfig, device: str, batch_size: int) -> dict:
         "max_new_tokens": config.max_new_tokens,
         "batch_size": batch_size,
         "padding": "left, with attention mask; a reply leaves the batch once it has ended",
+        "stopping": f"a reply ends at its end token, at max_new_tokens, once its final answer is complete (the first "
+                    f"\\boxed{{}} closed or `#### n` line ended after any <think> block), or once it has written the "
+                    f"same sentence or line (or run of up to {LOOP_PERIOD}) {LOOP_REPEATS} times in a row, numbers "
+                    "aside (a loop); each problem's `stop` says which",
         "weights": "a model of its own per run: 4-bit weights dequantized to 16 bits where they fit, an adapter merged "
                    "into them (tutor.models.load_for_evaluation)",
         "extractor": "trainer.answers.extract_answer",
@@ -372,6 +581,12 @@ def write_report(report: dict, path: Path) -> Path:
     return path
 
 
+def stops_text(stops: dict) -> str:
+    words = {"end": "at their end token", "answer": "after their answer", "loop": "in a loop", "limit": "at the limit"}
+    ended = ", ".join(f"{count} {words[stop]}" for stop, count in stops.items() if count)
+    return f"; replies ended: {ended}" if ended else ""
+
+
 def summary_lines(report: dict) -> list[str]:
     lines = [f"{report['benchmark']}: {report['data']['problems']} problems from {report['data']['source']}"]
     for role, run in report["summary"].items():
@@ -379,7 +594,8 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(
             f"{role:8s} {run['model']}: {run['accuracy']:.1%} ({run['correct']}/{run['total']}, 95% interval "
             f"{low:.1%}-{high:.1%}; math-verify on the whole reply {run.get('math_verify_accuracy', 0):.1%}) "
-            f"in {run['generate_s']:.1f} s, batch {run['batch_size']}, {run['tokens_per_s']} tokens/s"
+            f"in {run['generate_s']:.1f} s ({run['generated_tokens']:,} tokens, {run['tokens_per_s']} tokens/s, batch "
+            f"{run['batch_size']}{stops_text(run.get('stops') or {})})"
         )
     overlap = report.get("contamination", {}).get("overlap")
     if overlap:
