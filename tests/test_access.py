@@ -19,7 +19,7 @@ REPLY = "<img src onerror=xss()>"  # what the echo model always answers: an imag
 QUESTION = "<img src onerror=xss()> and <script>xss()</script> What is 2 + 2?"
 INSTRUCTOR = {"/preview_data", "/launch_job", "/job_action", "/job_action_1", "/job_action_2", "/evaluate",
               "/evaluation", "/cancel_evaluation", "/publish_jobs", "/publish_card", "/publish_merge", "/publish_push"}
-UI_ONLY = {"/respond", "/refresh_jobs", "/job_view", "/check_answer", "/preset_values", "/new_practice"}
+UI_ONLY = {"/respond", "/refresh_jobs", "/picked_view", "/check_answer", "/preset_values", "/new_practice"}
 
 
 def echo_model(folder, tokenizer_dir, reply: str) -> None:
@@ -121,7 +121,7 @@ def test_students_see_no_jobs_even_calling_the_hidden_endpoints(server):
     assert student["success"] and "Instructor login needed" in json.dumps(student["output"])
     assert HIDDEN_NAME not in json.dumps(student)
     for password in ["", "wrong"]:  # naming the job: refused, by Gradio (not a listed choice) or by the handler
-        view = call_by_index(server, "/job_view", [password, HIDDEN_JOB])
+        view = call_by_index(server, "/picked_view", [password, HIDDEN_JOB])
         assert HIDDEN_NAME not in json.dumps(view) and "the log of" not in json.dumps(view)
     instructor = call_by_index(server, "/refresh_jobs", [PASSWORD, None])
     assert instructor["success"] and HIDDEN_NAME in json.dumps(instructor["output"])  # the instructor sees it

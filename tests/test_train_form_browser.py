@@ -73,7 +73,7 @@ def test_reload_keeps_the_monitored_job_and_the_loss_axis_is_numeric_from_step_1
 
     path = jobs.job_dir(job)
     store.append_progress(path, {"step": 1, "loss": 1.37, "learning_rate": 2e-4, "time": store.now()})
-    wait_until(lambda: page.locator("#loss-plot [aria-label^='step: 1;']").count() > 0, 30, "step 1 plotted")
+    wait_until(lambda: page.locator("#loss-plot [aria-label^='step: 1;']").count() > 0, 90, "step 1 plotted")
     assert "for a linear scale" in loss_axis(page)  # not "a discrete scale with 1 value"
     for step, loss in [(2, 1.18), (3, 1.11)]:
         store.append_progress(path, {"step": step, "loss": loss, "learning_rate": 2e-4, "time": store.now()})
