@@ -120,9 +120,11 @@ def test_the_worker_trains_at_the_scaled_rate(tiny_model_dir, tmp_path, monkeypa
     assert trainer.args.learning_rate == pytest.approx(config.learning_rate / 2)  # batch 16 of the reference 64
 
 
-def test_the_cpu_default_stays_small_and_the_gsm8k_preset_is_the_measured_winner():
+def test_the_cpu_default_and_the_gsm8k_preset_are_the_measured_recipes():
     offline = PRESETS["offline-default"]
-    assert (offline.max_samples, offline.per_device_batch_size, offline.num_epochs, offline.lora_r) == (64, 4, 1, 16)
+    assert (offline.max_samples, offline.per_device_batch_size, offline.num_epochs, offline.lora_r) == (400, 4, 1, 16)
+    assert offline.scaled_learning_rate() == 2e-3 and offline.heldout_problems == 100  # as measured on the CPU
+    assert JobConfig().heldout_problems == 0 and PRESETS["gsm8k-embedded"].heldout_problems == 0  # GPU jobs: off
     gsm8k = PRESETS["gsm8k-embedded"]
     train = SHARED_DATA / "gsm8k" / "train.jsonl"
     assert gsm8k.dataset == (f"file:{train}" if train.is_file() else "hub:openai/gsm8k:main")

@@ -76,8 +76,9 @@ def test_the_monitor_line_fits_the_state(root):
     store.write_metrics(jobs.job_dir(done), {"final_loss": 1.2345})
     facts, *_, cancel, resume, delete, edit, next_steps = app.job_view("", done)
     assert "final loss 1.234" in facts and "lr" not in facts and "tokens/s" not in facts
-    store.write_metrics(jobs.job_dir(done), {"final_loss": 1.2345, "heldout": {  # as trainer/train.py writes it
-        "before": {"accuracy": 0.125, "correct": 4, "total": 32}, "after": {"accuracy": 0.5, "correct": 16, "total": 32}}})
+    heldout = {"before": {"accuracy": 0.125, "correct": 4, "total": 32},  # as trainer/train.py writes it
+               "after": {"accuracy": 0.5, "correct": 16, "total": 32}}
+    store.write_metrics(jobs.job_dir(done), {"final_loss": 1.2345, "heldout": heldout})
     assert "held-out problems right: 4/32 before, **16/32 after**" in app.job_view("", done)[0]
     assert [b.constructor_args["visible"] for b in (cancel, resume, delete, edit, next_steps)] == [False, False, True,
                                                                                                   True, True]
