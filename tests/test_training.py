@@ -1,6 +1,7 @@
 """Training through real worker processes: the CLI, cancel and resume, a killed worker, a failing job."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from trainer import jobs, store
@@ -111,6 +113,42 @@ def test_a_failing_job_is_marked_failed_with_the_reason(data_root, tiny_model_di
     status = wait_until(path, lambda s: s["state"] == "failed")
     assert "title" in status["reason"] and "problem" in status["reason"]  # names the columns found and needed
     assert "Traceback" in jobs.tail(path)  # the log keeps the details
+
+
+def test_a_step_whose_gradient_is_not_finite_is_skipped_and_three_in_a_row_fail_the_job(tmp_path):
+    """One overflowing batch (a GRPO job on an H200: a NaN gradient norm at its last step, between finite ones) leaves
+    the weights as they were instead of spreading NaN into every weight through clipping; three in a row fail."""
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from trainer.train import MAX_SKIPPED_IN_A_ROW, Diverged, JobCallback
+
+    job = tmp_path / "job"
+    job.mkdir()
+    store.write_status(job, {"id": "job", "state": "running"})
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    callback, args = JobCallback(job), TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[])
+    state, control = TrainerState(max_steps=10, global_step=0), TrainerControl()
+
+    def step(grad: float) -> dict:
+        model.weight.grad = torch.full_like(model.weight, grad)
+        model.bias.grad = torch.full_like(model.bias, 0.1)
+        before = model.weight.detach().clone()
+        callback.on_pre_optimizer_step(args, state, control, model=model)
+        optimizer.step()
+        state.global_step += 1
+        callback.on_log(args, state, control, logs={"loss": 0.5, "grad_norm": grad, "learning_rate": 0.1})
+        return {"moved": not torch.equal(before, model.weight), "finite": bool(torch.isfinite(model.weight).all())}
+
+    assert step(0.2) == {"moved": True, "finite": True}
+    assert step(math.nan) == {"moved": False, "finite": True}  # skipped: the weights stay as they were
+    assert step(0.2)["moved"]  # the next sound batch trains again and resets the count
+    for _ in range(MAX_SKIPPED_IN_A_ROW - 1):
+        assert step(math.inf) == {"moved": False, "finite": True}
+    with pytest.raises(Diverged, match=f"{MAX_SKIPPED_IN_A_ROW} steps in a row"):
+        step(math.nan)
+    rows = store.read_progress(job)
+    assert [row.get("skipped", False) for row in rows] == [False, True, False] + [True] * MAX_SKIPPED_IN_A_ROW
 
 
 def test_a_step_whose_gradient_norm_is_nan_fails_the_job_before_its_weights_are_saved(tmp_path):

@@ -86,15 +86,23 @@ class Diverged(ValueError):
     """The loss or the gradient norm is no longer a finite number: the weights of that step are broken."""
 
 
+# Steps in a row whose gradient was not finite before the job fails: one such step is a batch that overflowed (a GRPO
+# step on an H200 had a NaN gradient norm at its last step, between finite ones), several in a row are a divergence.
+MAX_SKIPPED_IN_A_ROW = 3
+
+
 class JobCallback(TrainerCallback):
-    """Writes progress.jsonl and status.json as training goes, stops cleanly when CANCEL appears, and fails the job
-    when the loss or the gradient norm stops being finite (before that step's weights are saved anywhere)."""
+    """Writes progress.jsonl and status.json as training goes, stops cleanly when CANCEL appears, skips an optimizer
+    step whose gradient is not finite (its row says `skipped`), and fails the job when MAX_SKIPPED_IN_A_ROW steps in
+    a row are skipped or the loss stops being finite (before that step's weights are saved anywhere)."""
 
     def __init__(self, path: Path):
         self.path = path
         self.started = time.time()
         self.start_step = 0
         self.tokens_at_start = 0
+        self.skipped_in_a_row = 0
+        self.skipped_step = None  # the optimizer step skipped last
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start_step = state.global_step
@@ -108,6 +116,20 @@ class JobCallback(TrainerCallback):
             control.should_training_stop = True
         if state.is_world_process_zero:
             update_status(self.path, step=state.global_step)
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        """After clipping, before the update: a gradient that is not finite anywhere (clipping by a NaN norm spreads
+        it to every weight) is dropped, so the optimizer leaves the weights as they were for this step."""
+        grads = [p.grad for p in model.parameters() if p.grad is not None] if model is not None else []
+        if not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads)).float()).all()):
+            self.skipped_in_a_row = 0
+            return
+        for parameter in model.parameters():
+            parameter.grad = None  # torch's and bitsandbytes' optimizers skip a parameter without a gradient
+        self.skipped_in_a_row += 1
+        self.skipped_step = state.global_step + 1  # the step being taken: global_step counts it after the update
+        log.warning("step %d: the gradient is not finite; this step is skipped, the weights stay as they were",
+                    self.skipped_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or (logs.get("loss") is None and logs.get("eval_loss") is None):
@@ -123,13 +145,18 @@ class JobCallback(TrainerCallback):
             "eta_s": round(elapsed / done * (state.max_steps - state.global_step), 1), "time": now(),
             **reward_columns(logs),
         }
+        skipped = self.skipped_step == state.global_step
+        if skipped:
+            row["skipped"] = True
         append_progress(self.path, row)
-        broken = [key for key in ("loss", "grad_norm") if row[key] is not None and not math.isfinite(row[key])]
+        broken = [key for key in ("loss", "grad_norm") if row[key] is not None and not math.isfinite(row[key])
+                  and not (key == "grad_norm" and skipped and self.skipped_in_a_row < MAX_SKIPPED_IN_A_ROW)]
         if broken:  # logged before the step's checkpoint is written: the last checkpoint saved is still sound
             raise Diverged(
-                f"Training diverged at step {state.global_step}: {' and '.join(broken)} became {row[broken[0]]}, so "
-                "that step's weights are broken and are not saved. Lower the learning rate (grpo_learning_rate for "
-                "grpo) or turn off bf16; Resume continues from the last checkpoint, before the fault.")
+                f"Training diverged at step {state.global_step}: {' and '.join(broken)} became {row[broken[0]]}"
+                f"{f' ({self.skipped_in_a_row} steps in a row)' if skipped else ''}, so the weights are broken and "
+                "are not saved. Lower the learning rate (grpo_learning_rate for grpo) or turn off bf16; Resume "
+                "continues from the last checkpoint, before the fault.")
 
 
 # GRPO's metrics (TRL's log keys) under the names progress rows give them; SFT logs none of them.
