@@ -20,7 +20,12 @@ ATTENTION_PROJECTIONS = ALL_PROJECTIONS[:4]
 # GSM8K's train set in the read-only benchmark copies beside the repository (../shared/data), when they are there
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the repository
 SHARED_GSM8K_TRAIN = SHARED_DATA / "gsm8k" / "train.jsonl"
-QUANTIZATIONS = ["4bit", "8bit", "none"]
+QUANTIZATIONS = ["auto", "4bit", "8bit", "none"]
+SWITCHES = ["auto", "on", "off"]  # a switch "auto" decides; configs from before wrote true/false for on/off (coerce)
+# "auto" (quantization, gradient_checkpointing): the base's size decides, in one rule (trainer/models.py's
+# sized_for_base)
+AUTO_RULE = ("auto: a base of 1B parameters or more trains QLoRA (4-bit NF4 with gradient checkpointing), a smaller "
+             "one unquantized without checkpointing.")
 SCHEDULERS = ["cosine", "linear", "constant", "constant_with_warmup"]
 OPTIMIZERS = ["adamw_torch", "adamw_torch_fused", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_8bit", "sgd"]
 # "auto": PyTorch's varlen flash kernel for padding-free batches on a GPU with bf16, else sdpa (trainer/train.py).
@@ -58,8 +63,9 @@ class JobConfig:
         "Train on at most this many examples (0: all of them).")))
     system_prompt: str = field(default=TUTOR_PROMPT, metadata=about("Data", "System prompt", (
         "The tutor's instructions, put before every example (and used in the Tutor).")))
-    quantization: str = field(default="4bit", metadata=about("Model", "Quantization", (
-        "Load the base in 4 or 8 bits (QLoRA: far less memory, a GPU only) or unquantized."), choices=QUANTIZATIONS))
+    quantization: str = field(default="auto", metadata=about("Model", "Quantization", (
+        "Load the base in 4 or 8 bits (QLoRA: far less memory, a GPU only) or unquantized (none). " + AUTO_RULE),
+        choices=QUANTIZATIONS))
     lora_r: int = field(default=64, metadata=about("LoRA", "LoRA rank", (
         "Size of the low-rank update: higher learns more and trains a little slower. 64 taught the embedded model "
         "GSM8K best on an H200, 2.5 points more than 16 (benchmarks/README.md).")))
@@ -105,8 +111,9 @@ class JobConfig:
         "auto: PyTorch's varlen flash kernel for padding-free batches on a GPU with bf16, else sdpa."),
         choices=ATTENTIONS))
     # a 4B model trains in 11 GiB at batch 64 (GSM8K); off: needs far more memory
-    gradient_checkpointing: bool = field(default=True, metadata=about("Advanced", "Gradient checkpointing", (
-        "Recompute activations in the backward pass: far less memory, about 30% slower.")))
+    gradient_checkpointing: str = field(default="auto", metadata=about("Advanced", "Gradient checkpointing", (
+        "on: recompute activations in the backward pass: far less memory, about 30% slower. " + AUTO_RULE),
+        choices=SWITCHES))
     eval_fraction: float = field(default=0.05, metadata=about("Data", "Held-out share", (
         "The share of examples kept aside to measure eval loss (0: none).")))
     heldout_problems: int = field(default=0, metadata=about("Data", "Held-out problems scored", (
@@ -137,8 +144,8 @@ class JobConfig:
     max_completion_length: int = field(default=128, metadata={
         "group": "Advanced", "label": "grpo: reply tokens", "help": (
         "grpo: tokens a sampled reply may have; longer ones are cut. builtin:basic-math's replies take up to 120; "
-        "raise it to 256 or more for GSM8K and MATH. On a CPU the default is 64, and the default 4bit base loads "
-        "unquantized (generating is most of a step there).")})
+        "raise it to 256 or more for GSM8K and MATH. On a CPU the default is 64, and quantization auto loads the "
+        "base unquantized whatever its size (generating is most of a step there).")})
     beta: float = field(default=0.04, metadata={"group": "Advanced", "label": "grpo: KL beta", "help": (
         "grpo: KL coefficient that keeps the policy near where it started; 0 skips the reference pass (faster).")})
     grpo_learning_rate: float = field(default=5e-5, metadata={
@@ -163,6 +170,7 @@ class JobConfig:
             (0 <= self.max_samples <= MAX_SAMPLES, "max_samples",
              f"use a positive count up to {MAX_SAMPLES:,}, or 0 for every example"),
             (self.quantization in QUANTIZATIONS, "quantization", f"use one of {QUANTIZATIONS}"),
+            (self.gradient_checkpointing in SWITCHES, "gradient_checkpointing", f"use one of {SWITCHES}"),
             (0 < self.lora_r <= 1024, "lora_r", "use a positive rank up to 1024, such as 8, 16 or 32"),
             (0 < self.lora_alpha <= 4096, "lora_alpha", "use a positive alpha up to 4096, commonly twice lora_r"),
             (0 <= self.lora_dropout < 1, "lora_dropout", "use a value in [0, 1), such as 0.05"),
@@ -285,6 +293,8 @@ def coerce(f: dataclasses.Field, value):
             if isinstance(value, str):
                 value = value.replace(",", " ").split()
             return [str(v) for v in value]
+        if f.metadata.get("choices") == SWITCHES and isinstance(value, bool):
+            return "on" if value else "off"  # configs written before "auto", and YAML, which reads on/off as booleans
         return str(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{f.name} = {value!r} is not a valid {getattr(kind, '__name__', kind)} ({exc}).") from None
@@ -292,20 +302,22 @@ def coerce(f: dataclasses.Field, value):
 
 # The seed recipes, reproduced exactly; selectable in the Train form and by name on the CLI. The seeds trained padded
 # batches with gradient checkpointing (peft's prepare_model_for_kbit_training turns it on).
-SEED = {"padding_free": False, "gradient_checkpointing": True, "lr_reference_batch": 0}  # their rates as written
+SEED = {"padding_free": False, "gradient_checkpointing": "on", "lr_reference_batch": 0}  # their rates as written
 PRESETS: dict[str, JobConfig] = {
     # The embedded model on builtin:basic-math, sized for a CPU: 380 examples in 95 steps of 4, one epoch, rank 16, no
     # gradient checkpointing (memory is plenty there; it costs about 30% more time), a checkpoint and an eval loss
     # every 16 steps. It then scores 100 held-out problems before and after, which showed the gain on this CPU: 4 to
     # 19 of 100 (benchmarks/README.md). 2e-3 as written at its batch of 4. Less did not teach: the square root rule's
     # 5e-4 with the former 64 examples (16 steps) left it repeating <think>, 0 of 32 right; 128 examples at 2e-3
-    # taught the reply's form but not the answers, 4 of 100 as the base.
+    # taught the reply's form but not the answers, 4 of 100 as the base. Measured with the base in 4-bit (the default
+    # then), kept so; quantization auto would train this small base unquantized.
     "offline-default": JobConfig(max_samples=400, per_device_batch_size=4, num_epochs=1, lora_r=16, lora_alpha=32,
-                                 learning_rate=2e-3, lr_reference_batch=4, gradient_checkpointing=False,
-                                 save_steps=16, heldout_problems=100),
+                                 learning_rate=2e-3, lr_reference_batch=4, quantization="4bit",
+                                 gradient_checkpointing="off", save_steps=16, heldout_problems=100),
     # The embedded model on all of GSM8K's train set (../shared/data when there, else the Hub) with the defaults that
     # taught it most on an H200 (lr 2e-3 at batch 64, 3 epochs, LoRA r64): 1.8% to 9.1% on GSM8K's test, about 6
-    # minutes there (benchmarks/README.md, "Defaults that teach").
+    # minutes there (benchmarks/README.md, "Defaults that teach"), measured with the defaults of then, 4-bit and
+    # gradient checkpointing; it takes today's auto defaults, which train this small base unquantized without them.
     "gsm8k-embedded": JobConfig(
         dataset=f"file:{SHARED_GSM8K_TRAIN}" if SHARED_GSM8K_TRAIN.is_file() else "hub:openai/gsm8k:main",
         max_samples=0, eval_fraction=0, save_steps=50,

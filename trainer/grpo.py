@@ -36,6 +36,8 @@ MAX_SAMPLES = 8  # replies written to the job's samples per generation: the firs
 # embedded model in fp32, of a 60 s step, and bitsandbytes' 4-bit CPU kernels generate at about half that speed
 # (2 cores, load 11, 2026-12-02). Settings left at JobConfig's defaults take these values there, so that the plain
 # config of 2 steps finishes in about five minutes (235 s wall, 87 s of CPU at that load; 413 s and 183 s before).
+# quantization auto thus means unquantized on a CPU whatever the base's size; on a GPU the size decides
+# (trainer/models.py, sized_for_base).
 CPU_DEFAULTS = {"quantization": "none", "max_completion_length": 64}
 
 
@@ -147,7 +149,7 @@ def build_grpo_trainer(config: JobConfig, path: Path):
     from trl import GRPOConfig, GRPOTrainer
 
     config = on_this_machine(config)
-    model_path, tokenizer = load_tokenizer(config)
+    config, model_path, tokenizer = load_tokenizer(config, path)  # after on_this_machine: its CPU defaults first
     dataset = prompt_dataset(config, tokenizer)
     rewards = reward_functions(config)
     samples = Samples(path, {reward.__name__: weight for reward, weight in rewards})

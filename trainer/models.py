@@ -10,6 +10,7 @@ A choice is a string, parsed by `ModelChoice.parse` into its kind and reference:
 A base model (JobConfig.base_model) is the embedded default, a Hub id or a folder.
 """
 
+import dataclasses
 import enum
 import importlib.util
 import logging
@@ -25,6 +26,10 @@ EMBEDDED = "embedded:smollm2-135m-instruct"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 OUT_OF_MEMORY_RE = re.compile(r"out of memory|can't allocate memory", re.I)  # CUDA's words, and the CPU allocator's
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same model, where the package is missing
+# From this many parameters a base trains QLoRA by default (4-bit NF4, gradient checkpointing). Below it 4-bit saves
+# little (under 0.2 GB on the 135M embedded model) and slows every step, and recomputing activations buys memory a
+# small model does not need.
+QLORA_FROM_PARAMS = 1_000_000_000
 
 
 class ModelError(ValueError):
@@ -190,3 +195,22 @@ def meta_model(model_config):
 
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(model_config)
+
+
+def sized_for_base(config, params: int):
+    """The JobConfig with its "auto" settings decided by the base's parameter count (JobConfig's AUTO_RULE): a base
+    of QLORA_FROM_PARAMS or more loads in 4-bit with gradient checkpointing, a smaller one unquantized (bf16 on a GPU,
+    fp32 on a CPU) without it. Explicit choices are kept."""
+    large = params >= QLORA_FROM_PARAMS
+    auto = {"quantization": "4bit" if large else "none", "gradient_checkpointing": "on" if large else "off"}
+    return dataclasses.replace(config, **{name: value for name, value in auto.items()
+                                          if getattr(config, name) == "auto"})
+
+
+def sized_for_model(config, model_path: str):
+    """sized_for_base with the parameter count of the model at `model_path`, read from its config (no weights)."""
+    if "auto" not in (config.quantization, config.gradient_checkpointing):
+        return config
+    from trainer.estimate import model_shape
+
+    return sized_for_base(config, model_shape(model_path, config.target_modules).params)

@@ -23,6 +23,7 @@ Reads are tolerant: a damaged record (cut short, emptied, garbage) is reported a
 never as an exception that takes a page down. Writes are atomic (a temporary file renamed over the old one).
 """
 
+import dataclasses
 import enum
 import fcntl
 import json
@@ -299,6 +300,12 @@ def read_config(job: Path, kind=None):
         return (kind or JobConfig).load(config_file(job))
     except (OSError, UnicodeDecodeError, ValueError, TypeError, yaml.YAMLError) as exc:
         raise Damaged(f"config.yaml in {job} is damaged ({type(exc).__name__}: {str(exc)[:300]}).") from None
+
+
+def config_as_trained(job: Path, status: dict):
+    """The job's config (read_config) with the values its worker decided for "auto" settings, which it records in
+    `status` (status.json's "resolved", trainer/train.py's load_tokenizer); as written where none are recorded."""
+    return dataclasses.replace(read_config(job), **status.get("resolved", {}))
 
 
 def read_progress(job: Path) -> list[dict]:

@@ -39,6 +39,7 @@ LOW_DISK_BYTES = 1 << 20  # less free than this when a write failed: the disk is
 ROOT = Path(__file__).resolve().parents[1]  # where `python -m tutor` runs
 HELDOUT_DATA = "builtin:basic-math"  # its test split draws other problems than the training split (trainer/data.py)
 HELDOUT_MAX_NEW_TOKENS = 256  # basic-math's worked replies take up to about 120 tokens
+RESOLVED = ("quantization", "gradient_checkpointing")  # "auto" settings the worker decides for the base
 
 
 def device_name() -> str:
@@ -241,13 +242,16 @@ AttentionInterface.register("varlen", varlen_attention)
 
 
 def load_base(config: JobConfig, model_path: str):
-    """The base model for LoRA: quantized as configured, in bf16 or fp32, with this machine's attention kernel.
+    """The base model for LoRA: quantized as configured (once sized_for_model has decided "auto"), in bf16 or fp32,
+    with this machine's attention kernel.
 
     Under `accelerate launch` every process holds a whole copy on its own GPU (data parallel); a single process
     spreads a model across the GPUs it sees.
     """
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+    if config.quantization == "auto":
+        raise ValueError("quantization is still auto: decide it for the base first (trainer.models.sized_for_model).")
     dtype = torch.bfloat16 if use_bf16(config) else torch.float32
     quant = None
     if config.quantization == "4bit":
@@ -270,18 +274,26 @@ def load_base(config: JobConfig, model_path: str):
     return model
 
 
-def load_tokenizer(config: JobConfig):
-    """(model path, tokenizer) of the job's base, refusing a base the job cannot train (trainer/models.py)."""
+def load_tokenizer(config: JobConfig, path: Path) -> tuple[JobConfig, str, object]:
+    """(config, model path, tokenizer) of the job's base, refusing a base the job cannot train (trainer/models.py).
+    The config comes back with its "auto" settings decided for the base (sized_for_model), which the log and the
+    job's status ("resolved") record for the monitor, the estimate and the model card."""
     from transformers import AutoTokenizer
 
-    from trainer.models import check_model_fit, resolve_model
+    from trainer.models import check_model_fit, resolve_model, sized_for_model
 
     model_path = resolve_model(config.base_model)
     check_model_fit(config, model_path)
+    sized = sized_for_model(config, model_path)
+    resolved = {name: getattr(sized, name) for name in RESOLVED}
+    log.info("for this base: %s", ", ".join(f"{name} {getattr(config, name)} -> {value}"
+                                             for name, value in resolved.items()))
+    if is_main_process():
+        update_status(path, resolved=resolved)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model_path, tokenizer
+    return sized, model_path, tokenizer
 
 
 def lora_config(config: JobConfig):
@@ -299,7 +311,8 @@ def trainer_args(config: JobConfig, path: Path, batch_size: int) -> dict:
         learning_rate=config.scaled_learning_rate(int(os.environ.get("WORLD_SIZE", "1"))),
         lr_scheduler_type=config.lr_scheduler, warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
         num_train_epochs=config.num_epochs, max_steps=config.max_steps, optim=config.optimizer, seed=config.seed,
-        bf16=use_bf16(config), activation_checkpointing=config.gradient_checkpointing, logging_steps=1,
+        bf16=use_bf16(config), activation_checkpointing={"on": True, "off": False}[config.gradient_checkpointing],
+        logging_steps=1,
         save_steps=config.save_steps, save_total_limit=2, report_to=config.report_to, run_name=path.name,
         dataloader_num_workers=0, disable_tqdm=False,
         use_cpu=not torch.cuda.is_available(), ddp_find_unused_parameters=False,
@@ -316,7 +329,7 @@ def build_trainer(config: JobConfig, path: Path):
 
     from trainer.data import build_datasets
 
-    model_path, tokenizer = load_tokenizer(config)
+    config, model_path, tokenizer = load_tokenizer(config, path)
     train_ds, eval_ds = build_datasets(config, tokenizer)
     args = SFTConfig(
         **trainer_args(config, path, config.per_device_batch_size),
