@@ -21,11 +21,11 @@ def peak(config: JobConfig, device: str = "gpu") -> float:
 
 
 def test_memory_falls_with_quantization_and_checkpointing_and_rises_with_the_batch():
-    config = JobConfig(per_device_batch_size=4)
+    config = JobConfig(per_device_batch_size=4, quantization="4bit", gradient_checkpointing="on")
     assert peak(config) < peak(dataclasses.replace(config, quantization="8bit")) < peak(
         dataclasses.replace(config, quantization="none"))
     assert peak(config, "cpu") == peak(dataclasses.replace(config, quantization="none"), "cpu")  # read whole there
-    assert peak(config) < peak(dataclasses.replace(config, gradient_checkpointing=False))
+    assert peak(config) < peak(dataclasses.replace(config, gradient_checkpointing="off"))
     assert peak(config) < peak(dataclasses.replace(config, per_device_batch_size=16))
     assert peak(config) < peak(dataclasses.replace(config, lora_r=256))
     assert peak(config) < peak(dataclasses.replace(config, packing=True))  # full rows of max_seq_length
@@ -98,7 +98,7 @@ def test_the_summary_says_what_it_is_based_on_and_warns_when_it_will_not_fit():
     tight = estimate.estimate(config, DATA, SHAPE, small, measured)
     assert not tight.fits and "**Will not fit:**" in estimate.summary(tight)
     assert "lower per_device_batch_size" in estimate.summary(tight) and "quantize" not in estimate.summary(tight)
-    unchecked = dataclasses.replace(config, gradient_checkpointing=False, quantization="none")
+    unchecked = dataclasses.replace(config, gradient_checkpointing="off", quantization="none")
     gpu = Machine("1 x GPU", gpus=1, cores=8, bf16=True, free_bytes=int(0.5 * estimate.GiB))
     text = estimate.summary(estimate.estimate(unchecked, DATA, SHAPE, gpu, measured))
     assert "turn on gradient_checkpointing; quantize to 4bit" in text and "GPU memory free" in text
@@ -108,11 +108,29 @@ def test_past_runs_are_read_from_completed_jobs(tmp_path, monkeypatch):
     monkeypatch.setenv("MATH_STUDIO_HOME", str(tmp_path / "studio"))
     done, running = (jobs.create_job(JobConfig(max_samples=8), name=name) for name in ("done", "running"))
     for path, state in [(done, "completed"), (running, "running")]:
-        store.update_status(path, state=state, device=CPU.name)
+        store.update_status(path, state=state, device=CPU.name,
+                            resolved={"quantization": "none", "gradient_checkpointing": "off"})
         for row in ROWS:
             store.append_progress(path, row)
     (only,) = estimate.past_runs()
     assert (only.job_id, only.device, only.tokens_per_s, only.config.max_samples) == (done.name, CPU.name, 20.0, 8)
+    assert (only.config.quantization, only.config.gradient_checkpointing) == ("none", "off")  # as it trained
+
+
+def test_the_estimate_decides_auto_as_the_worker_does():
+    measured = Throughput(25.0, "measured")
+    small = estimate.estimate(JobConfig(per_device_batch_size=4), DATA, SHAPE, CPU, measured)
+    chosen = JobConfig(per_device_batch_size=4, quantization="none", gradient_checkpointing="off")
+    assert small.memory == estimate.estimate(chosen, DATA, SHAPE, CPU, measured).memory
+    assert "quantization none, gradient checkpointing off" in estimate.summary(small)
+    gpu = Machine("1 x GPU", gpus=1, cores=8, bf16=True, free_bytes=80 * estimate.GiB)
+    big_shape = dataclasses.replace(SHAPE, params=3_000_000_000, quantizable=2_800_000_000)
+    big = estimate.estimate(JobConfig(per_device_batch_size=4), DATA, big_shape, gpu, measured)
+    qlora = JobConfig(per_device_batch_size=4, quantization="4bit", gradient_checkpointing="on")
+    assert big.memory == estimate.estimate(qlora, DATA, big_shape, gpu, measured).memory
+    assert "quantization 4bit, gradient checkpointing on" in estimate.summary(big)
+    kept = estimate.estimate(chosen, DATA, big_shape, gpu, measured)  # explicit choices stay on a large base
+    assert kept.settings == {"quantization": "none", "gradient_checkpointing": "off"}
 
 
 # A run that loaded its model for 8 s, then trained 20 tokens/s: 40 tokens at 10 s, 240 at 20 s; then an evaluation
@@ -136,7 +154,8 @@ def test_the_preview_shows_the_estimate_measured_here_once_a_job_ran(tmp_path, m
     *_, guess = app.preview_data("", *app.form_values(config))
     assert guess.startswith("**Estimate for this machine:** 4 steps") and "(rough: " in guess
     done = jobs.create_job(config, name="ran")
-    store.update_status(done, state="completed", device=estimate.this_machine().name)
+    store.update_status(done, state="completed", device=estimate.this_machine().name,  # as its worker records them:
+                        resolved={"quantization": "none", "gradient_checkpointing": "off"})  # auto on this tiny base
     for row in ROWS:
         store.append_progress(done, row)
     *_, guess = app.preview_data("", *app.form_values(config))

@@ -6,6 +6,8 @@ Rough by design, and it says so. The figures come from:
   - throughput measured on this machine (tokens/s in progress.jsonl of a completed job on the same base model and
     device, between its first and last training step: loading the model is not counted), else a stated rough rate:
     6 x parameters FLOP per token at a typical rate for the device (ROUGH_FLOPS);
+  - the settings the worker decides for the base when they are "auto" (quantization, gradient checkpointing: the
+    same rule, trainer/models.py's sized_for_base, on the parameter count read here);
   - peak memory = base weights at the quantization's bytes per weight + LoRA parameters with their gradient and two
     AdamW moments + activations + the runtime (RUNTIME_BYTES). On a CPU the weights count whole: bitsandbytes reads
     the checkpoint at full precision before quantizing it, and the process keeps that memory (the embedded model at
@@ -26,6 +28,7 @@ from pathlib import Path
 from trainer import store
 from trainer.config import JobConfig
 from trainer.data import PREVIEW_LIMIT, split_indices
+from trainer.models import sized_for_base
 
 GiB = 2**30
 # Bytes per weight of the decoder's linear layers: 4-bit NF4 (absmax per 64 weights: fp32, or 8-bit with double
@@ -85,6 +88,7 @@ class Estimate:
     seconds: float
     throughput: Throughput
     memory: dict[str, float]  # bytes: weights, adapter, activations, runtime
+    settings: dict[str, str]  # quantization and gradient_checkpointing as the job will train, "auto" decided
     free_bytes: int
     device: str  # "cpu" or "gpu"
     remedies: list[str]  # what would lower the peak, for this job on this device
@@ -132,7 +136,8 @@ def peak_memory(config: JobConfig, shape: ModelShape, micro_batch_tokens: int, v
     weights = shape.quantizable * quantized + (shape.params - shape.quantizable) * value_bytes
     adapter = shape.lora_per_rank * config.lora_r * ADAPTER_COPIES * value_bytes
     per_layer = micro_batch_tokens * shape.hidden * value_bytes
-    kept = shape.layers + ACTIVATION_VALUES if config.gradient_checkpointing else shape.layers * ACTIVATION_VALUES
+    checkpointed = config.gradient_checkpointing == "on"
+    kept = shape.layers + ACTIVATION_VALUES if checkpointed else shape.layers * ACTIVATION_VALUES
     return {"weights": weights, "adapter": adapter, "activations": per_layer * kept, "runtime": RUNTIME_BYTES[device]}
 
 
@@ -196,10 +201,13 @@ def measured_throughput(config: JobConfig, device: str, runs: list[Run]) -> Thro
 
 def estimate(config: JobConfig, data: DataSize, shape: ModelShape, machine: Machine,
              throughput: Throughput) -> Estimate:
+    """`config` as the worker trains it: its "auto" settings decided for the base's size first."""
+    config = sized_for_base(config, shape.params)
     steps, tokens = training_steps(config, data, max(machine.gpus, 1))
     memory = peak_memory(config, shape, micro_batch_tokens(config, data), dtype_bytes(config, machine), machine.kind)
-    return Estimate(data, steps, tokens, tokens / throughput.tokens_per_s, throughput, memory, machine.free_bytes,
-                    machine.kind, remedies(config, machine.kind))
+    settings = {"quantization": config.quantization, "gradient_checkpointing": config.gradient_checkpointing}
+    return Estimate(data, steps, tokens, tokens / throughput.tokens_per_s, throughput, memory, settings,
+                    machine.free_bytes, machine.kind, remedies(config, machine.kind))
 
 
 def remedies(config: JobConfig, device: str) -> list[str]:
@@ -208,7 +216,7 @@ def remedies(config: JobConfig, device: str) -> list[str]:
     if config.per_device_batch_size > 1:
         found.append("lower per_device_batch_size (raise gradient_accumulation_steps to keep the batch)")
     found.append("lower max_seq_length")
-    if not config.gradient_checkpointing:
+    if config.gradient_checkpointing != "on":
         found.append("turn on gradient_checkpointing")
     if device == "gpu" and config.quantization != "4bit":
         found.append("quantize to 4bit")
@@ -235,7 +243,8 @@ def summary(e: Estimate) -> str:
         f"({more}{e.data.examples:,} examples, {e.data.mean_tokens:,.0f} tokens on average) · "
         f"{duration_words(e.seconds)} of training at {e.throughput.tokens_per_s:,.0f} tokens/s "
         f"({e.throughput.source}) · peak memory about **{e.peak_bytes / GiB:.1f} GiB** ({parts} GiB) of "
-        f"{e.free_bytes / GiB:.1f} GiB {memory} free now."]
+        f"{e.free_bytes / GiB:.1f} GiB {memory} free now. Trains with quantization {e.settings['quantization']}, "
+        f"gradient checkpointing {e.settings['gradient_checkpointing']}."]
     if e.data.at_least:
         lines.append(f"The preview reads the first {PREVIEW_LIMIT:,} examples only: the dataset may hold more.")
     if not e.fits:
@@ -289,7 +298,7 @@ def past_runs() -> list[Run]:
             continue
         rate = steady_rate(store.read_progress(job))
         try:
-            config = store.read_config(job)
+            config = store.config_as_trained(job, status)
         except store.Damaged:
             continue
         if rate > 0:
@@ -300,6 +309,7 @@ def past_runs() -> list[Run]:
 def estimate_job(config: JobConfig, model_path: str | Path, preview: dict) -> Estimate:
     """The estimate for `config` on this machine, from the data preview of the same config."""
     shape = model_shape(str(model_path), config.target_modules)
+    config = sized_for_base(config, shape.params)  # past runs are compared by what they trained with
     machine = this_machine()
     throughput = measured_throughput(config, machine.name, past_runs()) or rough_throughput(shape, machine)
     return estimate(config, data_size(preview, config), shape, machine, throughput)
