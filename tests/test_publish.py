@@ -1,6 +1,7 @@
 """Merge, model card, push and Space deploy, against a local stand-in for the Hub API (tests/hub_standin.py)."""
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -16,7 +17,7 @@ from huggingface_hub.repocard import metadata_load
 
 from tests.hub_standin import HubStandin
 from trainer.config import JobConfig
-from trainer.store import write_json
+from trainer.store import update_status, write_json
 from trainer.publish import (
     PublishError, add_merge_args, add_push_args, base_hub_id, check_name, hub_datasets, list_merged, main_merge,
     main_push, merge_job, model_card, push_job,
@@ -160,6 +161,16 @@ def test_adapter_card_has_metadata_and_everything_known(data_root):
     assert "0-shot, greedy (do_sample=False, num_beams=1), max_new_tokens 384" in card.text
     assert "AutoPeftModelForCausalLM.from_pretrained(\"alice/tutor\")" in card.text
     assert "Intended use and limits" in card.text
+
+
+@pytest.mark.parametrize("resolved, qlora", [("4bit", True), ("none", False)])
+def test_the_card_says_the_quantization_the_job_trained_with_not_auto(data_root, resolved, qlora):
+    path = make_job(data_root, "embedded:smollm2-135m-instruct", adapter=None)
+    dataclasses.replace(JobConfig.load(path / "config.yaml"), quantization="auto").save(path / "config.yaml")
+    update_status(path, resolved={"quantization": resolved, "gradient_checkpointing": "off"})  # as the worker does
+    card = ModelCard(model_card(path, merged=False, repo_id="alice/tutor"))
+    assert ("qlora" in card.data.tags) == qlora and ("QLoRA: the base was loaded in 4-bit" in card.text) == qlora
+    assert f"quantization: {resolved}" in card.text and "gradient_checkpointing: 'off'" in card.text
 
 
 def test_merged_card_and_local_base(data_root, tiny_model_dir):

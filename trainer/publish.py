@@ -25,8 +25,8 @@ from huggingface_hub.repocard import metadata_load
 from trainer.config import JobConfig
 from trainer.models import EMBEDDED, resolve_model
 from trainer.store import (
-    State, adapter_dir, config_file, has_adapter, job_dir as find_job, loss_plot_file, merged_dir, merged_folders,
-    read_config, read_merge_record, read_metrics, read_progress, read_reports, status_or_damage, write_merge_record,
+    State, adapter_dir, config_as_trained, config_file, has_adapter, job_dir as find_job, loss_plot_file, merged_dir,
+    merged_folders, read_merge_record, read_metrics, read_progress, read_reports, status_or_damage, write_merge_record,
 )
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -115,8 +115,9 @@ def finished_status(job_dir: Path) -> dict:
 
 
 def job_config(job_dir: Path) -> JobConfig:
+    """The job's config as it trained: "auto" settings as its worker decided them for the base (its status)."""
     try:
-        return read_config(job_dir)
+        return config_as_trained(job_dir, status_or_damage(job_dir))
     except ValueError as exc:  # Damaged: the message says which file and what is wrong
         raise PublishError(str(exc)) from None
 
