@@ -334,6 +334,9 @@ def job_facts(status: dict, rows: list[dict], metrics: dict) -> list[str]:
     the model" while a started run has logged nothing yet, else the latest step's figures."""
     place = f" · #{status['queue_place']} in queue" if "queue_place" in status else ""
     facts = [f"**{html.escape(status['name'])}** · `{status['state']}`{place}", f"device: {status.get('device') or '-'}"]
+    resolved = status.get("resolved")  # "auto" settings as the worker decided them for the base
+    if resolved:
+        facts.append(f"quantization {resolved['quantization']}, gradient checkpointing {resolved['gradient_checkpointing']}")
     trained = [r for r in rows if r.get("loss") is not None]
     if status["state"] == State.COMPLETED:
         final = metrics.get("final_loss", trained[-1]["loss"] if trained else None)
