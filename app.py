@@ -336,7 +336,8 @@ def job_facts(status: dict, rows: list[dict], metrics: dict) -> list[str]:
     facts = [f"**{html.escape(status['name'])}** · `{status['state']}`{place}", f"device: {status.get('device') or '-'}"]
     resolved = status.get("resolved")  # "auto" settings as the worker decided them for the base
     if resolved:
-        facts.append(f"quantization {resolved['quantization']}, gradient checkpointing {resolved['gradient_checkpointing']}")
+        facts.append(f"quantization {resolved['quantization']}, "
+                     f"gradient checkpointing {resolved['gradient_checkpointing']}")
     trained = [r for r in rows if r.get("loss") is not None]
     if status["state"] == State.COMPLETED:
         final = metrics.get("final_loss", trained[-1]["loss"] if trained else None)

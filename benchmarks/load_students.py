@@ -260,7 +260,7 @@ def launch_training(url: str) -> str:
 
     values = {**PRESETS["offline-default"].to_dict(), "max_steps": 10_000, "max_samples": 256, "eval_fraction": 0}
     if not torch.cuda.is_available():
-        values.update(quantization="none", per_device_batch_size=4, max_seq_length=256, gradient_checkpointing=False)
+        values.update(quantization="none", per_device_batch_size=4, max_seq_length=256, gradient_checkpointing="off")
     form = [", ".join(v) if isinstance(v, list) else v for v in (values[f.name] for f in app.CONFIG_FIELDS)]
     return Client(url, verbose=False).predict("", "load-test training", *form, api_name="/launch_job")["value"]
 

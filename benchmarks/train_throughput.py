@@ -74,29 +74,33 @@ SHAPES = {
 
 # Runs: JobConfig overrides on top of the app's defaults ("seed" is built separately, as written). Each spells out
 # the settings it was measured with (benchmarks/README.md), so the recorded commands measure the same thing later:
-# the results were taken while JobConfig() had per_device_batch_size 16 and no gradient checkpointing ("default").
-B16 = {"per_device_batch_size": 16, "gradient_checkpointing": False, "lora_dropout": 0.05}
+# the results were taken while JobConfig() had per_device_batch_size 16 and no gradient checkpointing ("default"), and
+# quantization 4bit for every base (before "auto", issue 18).
+Q4 = {"quantization": "4bit"}
+B16 = {**Q4, "per_device_batch_size": 16, "gradient_checkpointing": "off", "lora_dropout": 0.05}
 RUNS = {
-    "app": {},  # the app's defaults as they are now (what "batch64-no-dropout" measured)
+    "app": {},  # the app's defaults as they are now (auto: the embedded base unquantized, no checkpointing)
     "default": B16,
-    "ckpt": {**B16, "gradient_checkpointing": True},
+    "ckpt": {**B16, "gradient_checkpointing": "on"},
     "sdpa": {**B16, "attention": "sdpa"},
     "flex": {**B16, "attention": "flex_attention"},
     "batch8": {**B16, "per_device_batch_size": 8},
     "batch32": {**B16, "per_device_batch_size": 32},
-    "batch32-ckpt": {"per_device_batch_size": 32, "gradient_checkpointing": True, "lora_dropout": 0.05},
+    "batch32-ckpt": {**Q4, "per_device_batch_size": 32, "gradient_checkpointing": "on", "lora_dropout": 0.05},
     "no-dropout": {**B16, "lora_dropout": 0.0},
-    "app-no-dropout": {"per_device_batch_size": 32, "gradient_checkpointing": True, "lora_dropout": 0.0},  # no dropout
-    "batch64-no-dropout": {"per_device_batch_size": 64, "gradient_checkpointing": True, "lora_dropout": 0.0},
+    "app-no-dropout": {**Q4, "per_device_batch_size": 32, "gradient_checkpointing": "on", "lora_dropout": 0.0},
+    "batch64-no-dropout": {**Q4, "per_device_batch_size": 64, "gradient_checkpointing": "on", "lora_dropout": 0.0},
     "packing": {**B16, "packing": True, "padding_free": False, "per_device_batch_size": 8},
-    "seed-settings": {"per_device_batch_size": 2, "gradient_accumulation_steps": 8, "max_seq_length": 2048,
-                      "gradient_checkpointing": True, "optimizer": "paged_adamw_8bit", "padding_free": False,
+    "seed-settings": {**Q4, "per_device_batch_size": 2, "gradient_accumulation_steps": 8, "max_seq_length": 2048,
+                      "gradient_checkpointing": "on", "optimizer": "paged_adamw_8bit", "padding_free": False,
                       "attention": "sdpa"},
     "liger": B16,  # with Liger's RMSNorm, RoPE and SwiGLU kernels patched in (they stay for the process's later runs)
-    # What a small model (the embedded one) might drop: the base unquantized in bf16, no recomputed activations
-    "no-ckpt": {"gradient_checkpointing": False},
-    "bf16": {"quantization": "none"},
-    "bf16-no-ckpt": {"quantization": "none", "gradient_checkpointing": False},
+    # The app's defaults before auto (QLoRA for every base), and what a small model (the embedded one) might drop: the
+    # base unquantized in bf16, no recomputed activations
+    "qlora": {**Q4, "gradient_checkpointing": "on"},
+    "no-ckpt": {**Q4, "gradient_checkpointing": "off"},
+    "bf16": {"quantization": "none", "gradient_checkpointing": "on"},
+    "bf16-no-ckpt": {"quantization": "none", "gradient_checkpointing": "off"},
 }
 EMBEDDED_SHAPE = "embedded"  # --shapes: the real embedded SmolLM2-135M-Instruct (trainer/models.py), not random weights
 
@@ -482,7 +486,9 @@ def run_one(shape: str, run: str, model_dir: Path, data: str, samples: int, warm
     trainer.add_callback(watch)
     load_s = time.perf_counter() - started
     row = {"shape": shape, "run": run, "overrides": overrides, "parameters": params, "load_s": round(load_s, 1),
-           "attention": trainer.model.config._attn_implementation}
+           "attention": trainer.model.config._attn_implementation,
+           "loaded_in_4bit": bool(getattr(trainer.model, "is_loaded_in_4bit", False)),  # what auto decided, for "app"
+           "checkpointing": bool(trainer.args.activation_checkpointing)}
     try:
         trainer.train()
         tokens_per_s = (counter.tokens - watch.tokens) / watch.elapsed
