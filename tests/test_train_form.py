@@ -90,6 +90,9 @@ def test_the_monitor_line_fits_the_state(root):
 
     running = a_job("running", [row], started="2026-01-01T00:00:00+00:00")
     assert "loss 1.25 · lr 1.00e-04 · 50 tokens/s" in app.job_view("", running)[0]
+    assert "gradient checkpointing" not in app.job_view("", running)[0]  # nothing decided yet
+    store.update_status(jobs.job_dir(running), resolved={"quantization": "none", "gradient_checkpointing": "off"})
+    assert "quantization none, gradient checkpointing off" in app.job_view("", running)[0]  # what auto decided
 
     a_job("queued", [], created="2026-01-01T00:00:01+00:00")
     waiting = a_job("queued", [], name="second", created="2026-01-01T00:00:02+00:00")
