@@ -229,6 +229,15 @@ def test_any_test_set_with_the_specs_and_schemas_of_training(tmp_path):
         load_problems("gsm8k", f"file:{csv}?problem=Q&answer=A*2+builtin:basic-math*2")
 
 
+def test_a_report_on_a_data_file_is_named_by_its_data_not_the_benchmark(data_root):
+    names = {"": "gsm8k", "/data/svamp.jsonl": "svamp", "file:/data/asdiv v2.csv?problem=Q&answer=A": "asdiv-v2",
+             f"{SHARED_DATA}/math500/test.jsonl": "math500-test", "hub:ChilleD/SVAMP": "SVAMP",
+             "hub:openai/gsm8k:main": "gsm8k", "builtin:basic-math": "basic-math"}
+    assert {data: EvalConfig(data_file=data).test_set for data in names} == names
+    assert EvalConfig(benchmark="math500").test_set == "math500"
+    assert default_report_path(EvalConfig(data_file="/data/svamp.jsonl")).name.startswith("svamp-")
+
+
 @pytest.mark.parametrize("kind", ["csv", "jsonl"])
 def test_cli_eval_reads_a_problem_joined_from_body_and_question(data_root, tiny_model_dir, tmp_path, kind):
     import pandas as pd
@@ -243,7 +252,7 @@ def test_cli_eval_reads_a_problem_joined_from_body_and_question(data_root, tiny_
                  f"file:{path}?problem=Body+Question&answer=Answer", "--max-new-tokens", "2", "--out", str(out)])
     assert code == 0
     report = json.loads(out.read_text())
-    assert report["data"] == {"source": f"file:{path}", "problems": 2}
+    assert report["data"] == {"source": f"file:{path}", "problems": 2} and report["benchmark"] == "svamp"
     problems = report["runs"]["base"]["problems"]
     assert [p["question"] for p in problems] == ["Jack had 5 pens. He bought 3 more. How many pens does he have?",
                                                  "A box holds 12 eggs. How many eggs are in 2 boxes?"]

@@ -76,10 +76,10 @@ def run_eval_job(job: Path) -> int:
         config = store.read_config(job, EvalConfig)
         progress = JobProgress(job, 2 if config.adapter else 1)
         report = evaluate(config, progress=progress, estimated=progress.estimated)
-        path = write_report(report, store.report_file(job, config.benchmark))
+        path = write_report(report, store.report_file(job, config.test_set))
         adapter_job = store.job_of_adapter(find_adapter(adapter_choice(config.adapter))) if config.adapter else None
         if adapter_job is not None:
-            write_report(report, store.report_file(adapter_job, config.benchmark))
+            write_report(report, store.report_file(adapter_job, config.test_set))
     except Cancelled:
         store.cancel_flag(job).unlink(missing_ok=True)
         store.update_status(job, state=State.CANCELLED, finished=store.now(),

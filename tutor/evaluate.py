@@ -37,6 +37,8 @@ BENCHMARKS = {  # name: (Hub dataset, config, split, file under ../shared/data)
 }
 USER_TEMPLATE = "{question}"
 SPEC_KINDS = ("file:", "hub:", "builtin:")
+SPLIT_NAMES = {"test", "train", "validation", "valid", "dev", "eval", "data"}  # file names that say no more than this
+_NOT_FILE_NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
 
 Progress = Callable[[int, int, str], None]  # (problems done, problems in all, which model)
 Estimated = Callable[["Estimate", str], None]  # (what a model's run will take, which model), before it generates
@@ -65,6 +67,29 @@ class EvalConfig:
             raise EvalError("max_new_tokens must be 1 or more, and batch_size (0: as many as fit) and limit (0: all) "
                             "0 or more.")
         return self
+
+    @property
+    def test_set(self) -> str:
+        """The test set's name in reports and their file names: the benchmark's, or the data file's when one is given
+        (a file by its name, `<folder>-<name>` for a split's file such as gsm8k/test.jsonl; a Hub dataset by its
+        name; a builtin set by its own), so that a report on other data is never counted as the benchmark's."""
+        if not self.data_file.strip():
+            return self.benchmark
+        spec = self.data_file.strip()
+        if spec.startswith(SPEC_KINDS):
+            try:
+                part = parse_spec(spec)[0]
+            except DataError:
+                part = Part("file", spec.partition(":")[2])
+            kind, name = part.kind, part.name
+        else:
+            kind, name = "file", spec
+        if kind == "file":
+            path = Path(name.partition("?")[0])
+            name = f"{path.parent.name}-{path.stem}" if path.stem in SPLIT_NAMES and path.parent.name else path.stem
+        elif kind == "hub":
+            name = name.rstrip("/").rpartition("/")[2]
+        return _NOT_FILE_NAME_RE.sub("-", name).strip("-.") or "data"
 
     def save(self, path: Path) -> None:
         Path(path).write_text(yaml.safe_dump(asdict(self), sort_keys=False))
@@ -113,7 +138,7 @@ def evaluate(config: EvalConfig, progress: Progress | None = None, estimated: Es
         runs[role].update(choice=str(choice), load_s=round(load_s, 2),
                           ci95=[round(x, 4) for x in accuracy_interval(runs[role]["correct"], runs[role]["total"])])
     report = {
-        "benchmark": config.benchmark,
+        "benchmark": config.test_set,
         "data": {"source": source, "problems": len(problems)},
         "protocol": protocol(config, runs["base"]["device"], runs["base"]["batch_size"]),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -571,7 +596,7 @@ def contamination(problems: list[Problem], job: Path) -> dict:
 def default_report_path(config: EvalConfig) -> Path:
     """Beside the job when the adapter is a job's, else under the data root (trainer/store.py)."""
     job = job_of_adapter(find_adapter(adapter_choice(config.adapter))) if config.adapter else None
-    return report_file(job, config.benchmark)
+    return report_file(job, config.test_set)
 
 
 def write_report(report: dict, path: Path) -> Path:
