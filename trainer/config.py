@@ -317,10 +317,11 @@ PRESETS: dict[str, JobConfig] = {
     # The embedded model on all of GSM8K's train set (../shared/data when there, else the Hub) with the defaults that
     # taught it most on an H200 (lr 2e-3 at batch 64, 3 epochs, LoRA r64): 1.8% to 9.1% on GSM8K's test, about 6
     # minutes there (benchmarks/README.md, "Defaults that teach"), measured with the defaults of then, 4-bit and
-    # gradient checkpointing; it takes today's auto defaults, which train this small base unquantized without them.
+    # gradient checkpointing, kept so: auto would train this base unquantized without checkpointing, 2.2x faster
+    # (benchmarks/README.md), but that run's gain on GSM8K is not measured yet.
     "gsm8k-embedded": JobConfig(
         dataset=f"file:{SHARED_GSM8K_TRAIN}" if SHARED_GSM8K_TRAIN.is_file() else "hub:openai/gsm8k:main",
-        max_samples=0, eval_fraction=0, save_steps=50,
+        max_samples=0, eval_fraction=0, save_steps=50, quantization="4bit", gradient_checkpointing="on",
     ),
     "gemma3-4b-mathx-qlora": JobConfig(
         base_model="google/gemma-3-4b-it", dataset="hub:XenArcAI/MathX-5M", max_samples=10_000,
