@@ -199,7 +199,8 @@ def recipe(args, model) -> dict:
             "attention": getattr(model.config, "_attn_implementation", None),
             "quantized_4bit": bool(getattr(model, "is_loaded_in_4bit", False)),
             **({"lora_r": lora.r, "lora_alpha": lora.lora_alpha, "lora_dropout": lora.lora_dropout,
-                "target_modules": sorted(lora.target_modules)} if lora else {})}
+                "target_modules": lora.target_modules if isinstance(lora.target_modules, str)
+                else sorted(lora.target_modules)} if lora else {})}
 
 
 def versions(tool: str) -> dict:
