@@ -10,7 +10,7 @@ import yaml
 from tests.conftest import ROOT, SHARED_DATA
 from trainer import jobs, store
 from trainer.config import ALL_PROJECTIONS, ATTENTION_PROJECTIONS, PRESETS, ConfigError, JobConfig
-from trainer.models import ModelError, check_model_fit
+from trainer.models import ModelError, check_model_fit, sized_for_model
 from trainer.train import build_trainer, trainer_args
 
 SEED_PRESETS = ["gemma3-4b-mathx-qlora", "gemma3-27b-mathx-lora", "tinyllama-math-mix-lora", "llama3.2-3b-gsm8k-qlora"]
@@ -98,6 +98,8 @@ def test_model_fit_refuses_unknown_modules_and_requantizing(tiny_model_dir):
     (quantized / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelError, match="already quantized"):
         check_model_fit(JobConfig(quantization="4bit"), str(quantized))
+    check_model_fit(JobConfig(), str(quantized))  # the default, auto, takes it as it is
+    assert sized_for_model(JobConfig(), str(quantized)).quantization == "none"
 
 
 def test_the_learning_rate_follows_the_batch_by_the_square_root_rule():

@@ -174,7 +174,7 @@ def check_model_fit(config, model_path: str) -> None:
 
     model_config = AutoConfig.from_pretrained(model_path)
     existing = getattr(model_config, "quantization_config", None)
-    if existing and config.quantization != "none":
+    if existing and config.quantization not in ("none", "auto"):  # auto takes none there (sized_for_model)
         method = existing.get("quant_method", "?") if isinstance(existing, dict) else type(existing).__name__
         raise ModelError(
             f"quantization = {config.quantization!r} is not possible: {config.base_model} is already quantized "
@@ -208,9 +208,14 @@ def sized_for_base(config, params: int):
 
 
 def sized_for_model(config, model_path: str):
-    """sized_for_base with the parameter count of the model at `model_path`, read from its config (no weights)."""
+    """sized_for_base with the parameter count of the model at `model_path`, read from its config (no weights); a
+    base already quantized (GPTQ, AWQ, ...) takes quantization none, as bitsandbytes cannot quantize it again."""
     if "auto" not in (config.quantization, config.gradient_checkpointing):
         return config
+    from transformers import AutoConfig
+
     from trainer.estimate import model_shape
 
+    if config.quantization == "auto" and getattr(AutoConfig.from_pretrained(model_path), "quantization_config", None):
+        config = dataclasses.replace(config, quantization="none")
     return sized_for_base(config, model_shape(model_path, config.target_modules).params)
