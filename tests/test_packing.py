@@ -1,7 +1,8 @@
 """Padding-free batches keep examples apart: every token's loss is the loss it has when its example is alone.
 
 The batch comes from the worker's own trainer (`trainer.train.build_trainer` with the app's defaults: padding-free,
-attention chosen for this machine, sdpa on a CPU), so this checks the path that training takes. The GPU's varlen
+attention chosen for this machine, sdpa on a CPU), so this checks the path that training takes, on a 4-bit base (what
+quantization auto picks for every base of 1B parameters or more; it would train this tiny one unquantized). The GPU's varlen
 path runs here too, with a per-example stand-in for torch's flash kernel (which has no CPU version); the kernel
 itself is compared on the GPU by benchmarks/train_throughput.py --check-packing.
 
@@ -42,7 +43,8 @@ def packed(request, tiny_model_dir, tmp_path, monkeypatch):
         monkeypatch.setattr(torch.nn.attention.varlen, "varlen_attn", varlen_stand_in)
         varlen_parameters.cache_clear()
     config = JobConfig(base_model=str(tiny_model_dir), dataset="builtin:basic-math", max_samples=6, eval_fraction=0,
-                       per_device_batch_size=6, max_steps=1, attention=request.param, lora_dropout=0)
+                       per_device_batch_size=6, max_steps=1, attention=request.param, lora_dropout=0,
+                       quantization="4bit")
     trainer, _ = build_trainer(config, jobs.create_job(config, name="packing"))
     torch.manual_seed(1)
     for name, param in trainer.model.named_parameters():
