@@ -176,6 +176,28 @@ def test_cancel_stops_a_worker_still_preparing_its_data(data_root, tiny_model_di
             psutil.Process(status["pid"]).kill()
 
 
+def test_a_cancel_while_preparing_survives_code_that_swallows_one_interrupt(data_root, monkeypatch):
+    """Library code with a bare `except:` can eat the interrupt: the watcher interrupts again until preparing stops."""
+    from trainer import train
+    from trainer.store import cancel_flag
+
+    monkeypatch.setattr(train, "REINTERRUPT_S", 0.5)
+    path = jobs.create_job(JobConfig())
+    cancel_flag(path).touch()
+    swallowed = 0
+    with pytest.raises(train.CancelledWhilePreparing):
+        with train.cancellable(path):
+            end = time.time() + 60
+            while time.time() < end:
+                try:
+                    time.sleep(0.05)
+                except KeyboardInterrupt:
+                    if swallowed:
+                        raise
+                    swallowed += 1  # the first one is eaten, as a bare `except:` would
+    assert swallowed == 1
+
+
 def test_a_worker_that_does_not_stop_is_killed_after_the_grace_period(data_root):
     path = jobs.create_job(JobConfig())
     stuck = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)

@@ -453,6 +453,9 @@ def explain_failure(exc: BaseException, free_bytes: int | None = None) -> str:
     return text
 
 
+REINTERRUPT_S = 5.0  # seconds between interrupts of a main thread that has not stopped preparing
+
+
 class CancelledWhilePreparing(Exception):
     """The cancel flag appeared before the first step, while the model or the data was being prepared."""
 
@@ -460,14 +463,17 @@ class CancelledWhilePreparing(Exception):
 @contextmanager
 def cancellable(path: Path):
     """While the body runs, a thread looks for the cancel flag every second and, once it is there, interrupts the main
-    thread (a KeyboardInterrupt at its next line of Python), raised here as CancelledWhilePreparing."""
+    thread (a KeyboardInterrupt at its next line of Python), raised here as CancelledWhilePreparing. It interrupts
+    again every REINTERRUPT_S until the body has left: library code that catches everything (a bare `except:`) can
+    swallow one interrupt, which left a cancelled job preparing its data to the end."""
     done = threading.Event()
 
     def watch() -> None:
-        while not done.wait(1.0):
+        wait = 1.0
+        while not done.wait(wait):
             if cancel_flag(path).exists():
                 _thread.interrupt_main()
-                return
+                wait = REINTERRUPT_S
 
     threading.Thread(target=watch, daemon=True, name="cancel-watch").start()
     try:
