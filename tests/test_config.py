@@ -20,7 +20,6 @@ SEED_PRESETS = ["gemma3-4b-mathx-qlora", "gemma3-27b-mathx-lora", "tinyllama-mat
     ("lora_r", 0, "positive rank"),
     ("lora_alpha", -1, "positive alpha"),
     ("lora_dropout", 1.0, "[0, 1)"),
-    ("learning_rate", 0, "positive rate"),
     ("learning_rate", -1e-4, "positive rate"),
     ("max_seq_length", 8, "at least 32"),
     ("per_device_batch_size", 0, "1 or more"),
@@ -103,13 +102,16 @@ def test_model_fit_refuses_unknown_modules_and_requantizing(tiny_model_dir):
 
 
 def test_the_learning_rate_follows_the_batch_by_the_square_root_rule():
-    rate = JobConfig().learning_rate
-    assert JobConfig().scaled_learning_rate() == rate  # the reference batch (64) takes the rate as written
-    assert JobConfig(per_device_batch_size=16).scaled_learning_rate() == pytest.approx(rate / 2)
-    assert JobConfig(per_device_batch_size=32, gradient_accumulation_steps=8).scaled_learning_rate() == pytest.approx(
-        rate * 2)
-    assert JobConfig(per_device_batch_size=16).scaled_learning_rate(processes=4) == pytest.approx(rate)
-    assert JobConfig(per_device_batch_size=16, lr_reference_batch=0).scaled_learning_rate() == rate
+    rate = 2e-3
+    assert JobConfig(learning_rate=rate).scaled_learning_rate() == rate  # the reference batch (64): as written
+    assert JobConfig(learning_rate=rate, per_device_batch_size=16).scaled_learning_rate() == pytest.approx(rate / 2)
+    assert JobConfig(learning_rate=rate, per_device_batch_size=32,
+                     gradient_accumulation_steps=8).scaled_learning_rate() == pytest.approx(rate * 2)
+    assert JobConfig(learning_rate=rate, per_device_batch_size=16).scaled_learning_rate(processes=4) == pytest.approx(
+        rate)
+    assert JobConfig(learning_rate=rate, per_device_batch_size=16, lr_reference_batch=0).scaled_learning_rate() == rate
+    with pytest.raises(ValueError, match="still auto"):  # the default, 0, is decided for the base first
+        JobConfig().scaled_learning_rate()
     for name in SEED_PRESETS:  # the seeds' rates stay as they wrote them, at their own batches
         assert PRESETS[name].scaled_learning_rate() == PRESETS[name].learning_rate
     with pytest.raises(ConfigError, match="lr_reference_batch"):
@@ -122,9 +124,10 @@ def test_the_worker_trains_at_the_scaled_rate(tiny_model_dir, tmp_path, monkeypa
                        gradient_accumulation_steps=4, max_steps=1)
     path = jobs.create_job(config, name="rate")
     trainer, _ = build_trainer(config, path)
-    assert trainer.args.learning_rate == pytest.approx(config.learning_rate / 2)  # batch 16 of the reference 64
+    assert trainer.args.learning_rate == pytest.approx(2e-3 / 2)  # auto's rate for a small base, at batch 16 of 64
     # auto, decided for this tiny base: unquantized, no checkpointing, and recorded for the monitor and the card
-    assert store.read_status(path)["resolved"] == {"quantization": "none", "gradient_checkpointing": "off"}
+    assert store.read_status(path)["resolved"] == {"quantization": "none", "gradient_checkpointing": "off",
+                                                   "learning_rate": 2e-3}
     assert not trainer.args.activation_checkpointing and not getattr(trainer.model, "is_loaded_in_4bit", False)
 
 
@@ -163,7 +166,7 @@ def test_report_to_needs_its_package_installed(tracker):
 def test_the_training_arguments_get_report_to(tracker, reported, tmp_path):
     from trl import SFTConfig
 
-    args = SFTConfig(**trainer_args(JobConfig(report_to=tracker, gradient_checkpointing="off"), tmp_path / "job-1", 4))
+    args = SFTConfig(**trainer_args(JobConfig(report_to=tracker, gradient_checkpointing="off", learning_rate=2e-3), tmp_path / "job-1", 4))
     assert args.report_to == reported and args.run_name == "job-1"
 
 
@@ -171,10 +174,11 @@ def test_auto_decides_quantization_and_checkpointing_by_the_base_s_size(tiny_mod
     from trainer.models import QLORA_FROM_PARAMS, sized_for_base, sized_for_model
 
     large, small = sized_for_base(JobConfig(), QLORA_FROM_PARAMS), sized_for_base(JobConfig(), QLORA_FROM_PARAMS - 1)
-    assert (large.quantization, large.gradient_checkpointing) == ("4bit", "on")  # QLoRA as before
-    assert (small.quantization, small.gradient_checkpointing) == ("none", "off")
+    assert (large.quantization, large.gradient_checkpointing, large.learning_rate) == ("4bit", "on", 2e-4)  # QLoRA's
+    assert (small.quantization, small.gradient_checkpointing, small.learning_rate) == ("none", "off", 2e-3)
+    assert sized_for_base(JobConfig(learning_rate=1e-3), QLORA_FROM_PARAMS).learning_rate == 1e-3  # a rate as written
     for quantization, checkpointing in [("4bit", "off"), ("8bit", "on"), ("none", "on")]:  # explicit choices are kept
-        chosen = JobConfig(quantization=quantization, gradient_checkpointing=checkpointing)
+        chosen = JobConfig(quantization=quantization, gradient_checkpointing=checkpointing, learning_rate=1e-3)
         for params in (QLORA_FROM_PARAMS - 1, QLORA_FROM_PARAMS):
             assert sized_for_base(chosen, params) == chosen
     assert sized_for_base(JobConfig(quantization="8bit"), 10**10).gradient_checkpointing == "on"  # one of two kept

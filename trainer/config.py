@@ -26,6 +26,8 @@ SWITCHES = ["auto", "on", "off"]  # a switch "auto" decides; configs from before
 # sized_for_base)
 AUTO_RULE = ("auto: a base of 1B parameters or more trains QLoRA (4-bit NF4 with gradient checkpointing), a smaller "
              "one unquantized without checkpointing.")
+AUTO_RATE_RULE = ("0 (auto): 2e-3 for a base under 1B parameters (what taught the embedded model GSM8K best on an "
+                  "H200), 2e-4 from 1B (QLoRA's rate; 2e-3 made a 4B base's loss rise).")
 SCHEDULERS = ["cosine", "linear", "constant", "constant_with_warmup"]
 OPTIMIZERS = ["adamw_torch", "adamw_torch_fused", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_8bit", "sgd"]
 # "auto": PyTorch's varlen flash kernel for padding-free batches on a GPU with bf16, else sdpa (trainer/train.py).
@@ -82,11 +84,10 @@ class JobConfig:
         "Examples per forward pass on each GPU (or the CPU); lower it when memory runs out.")))
     gradient_accumulation_steps: int = field(default=1, metadata=about("Optimization", "Gradient accumulation", (
         "Forward passes summed into one optimizer step: a bigger batch without more memory.")))
-    learning_rate: float = field(default=2e-3, metadata={"group": "Optimization", "label": "Learning rate", "help": (
+    learning_rate: float = field(default=0.0, metadata={"group": "Optimization", "label": "Learning rate", "help": (
         "The peak rate for a batch of lr_reference_batch examples. The trainer scales it with the batch by the square "
         "root rule, rate x sqrt(batch / lr_reference_batch), where batch = per_device_batch_size x "
-        "gradient_accumulation_steps x GPUs: a smaller or larger batch keeps learning. The default is what taught "
-        "the embedded model GSM8K best on an H200 (benchmarks/README.md).")})
+        f"gradient_accumulation_steps x GPUs: a smaller or larger batch keeps learning. {AUTO_RATE_RULE}")})
     lr_reference_batch: int = field(default=64, metadata={
         "group": "Optimization", "label": "Reference batch for the rate", "help": (
         "The batch (examples per optimizer step) at which learning_rate applies unscaled; 0: no scaling, "
@@ -179,7 +180,7 @@ class JobConfig:
              "use at least 32 tokens, at most 131072; 512 to 2048 is typical"),
             (1 <= self.per_device_batch_size <= 1024, "per_device_batch_size", "use 1 or more, up to 1024"),
             (1 <= self.gradient_accumulation_steps <= 1024, "gradient_accumulation_steps", "use 1 or more, up to 1024"),
-            (0 < self.learning_rate < 1, "learning_rate", "use a positive rate below 1, such as 2e-4"),
+            (0 <= self.learning_rate < 1, "learning_rate", "use a positive rate below 1, such as 2e-4, or 0 (auto)"),
             (self.lr_reference_batch >= 0, "lr_reference_batch", "use the batch learning_rate was chosen at, or 0"),
             (self.lr_scheduler in SCHEDULERS, "lr_scheduler", f"use one of {SCHEDULERS}"),
             (0 <= self.warmup_ratio < 1, "warmup_ratio", "use a fraction in [0, 1), such as 0.03"),
@@ -224,7 +225,10 @@ class JobConfig:
 
     def scaled_learning_rate(self, processes: int = 1) -> float:
         """learning_rate for this job's batch (examples per optimizer step over `processes` GPUs), by the square
-        root rule from lr_reference_batch (see the field's help)."""
+        root rule from lr_reference_batch (see the field's help). An auto rate (0) is decided for the base first
+        (trainer/models.py's sized_for_base)."""
+        if not self.learning_rate:
+            raise ValueError("learning_rate is still auto: decide it for the base first (trainer.models.sized_for_base).")
         if not self.lr_reference_batch:
             return self.learning_rate
         batch = self.per_device_batch_size * self.gradient_accumulation_steps * processes
@@ -322,6 +326,7 @@ PRESETS: dict[str, JobConfig] = {
     "gsm8k-embedded": JobConfig(
         dataset=f"file:{SHARED_GSM8K_TRAIN}" if SHARED_GSM8K_TRAIN.is_file() else "hub:openai/gsm8k:main",
         max_samples=0, eval_fraction=0, save_steps=50, quantization="4bit", gradient_checkpointing="on",
+        learning_rate=2e-3,
     ),
     "gemma3-4b-mathx-qlora": JobConfig(
         base_model="google/gemma-3-4b-it", dataset="hub:XenArcAI/MathX-5M", max_samples=10_000,

@@ -30,6 +30,7 @@ EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same model, where
 # little (under 0.2 GB on the 135M embedded model) and slows every step, and recomputing activations buys memory a
 # small model does not need.
 QLORA_FROM_PARAMS = 1_000_000_000
+RATE_BELOW_QLORA, RATE_FROM_QLORA = 2e-3, 2e-4  # learning_rate auto (0) on either side of it (config's AUTO_RATE_RULE)
 
 
 class ModelError(ValueError):
@@ -198,19 +199,21 @@ def meta_model(model_config):
 
 
 def sized_for_base(config, params: int):
-    """The JobConfig with its "auto" settings decided by the base's parameter count (JobConfig's AUTO_RULE): a base
-    of QLORA_FROM_PARAMS or more loads in 4-bit with gradient checkpointing, a smaller one unquantized (bf16 on a GPU,
-    fp32 on a CPU) without it. Explicit choices are kept."""
+    """The JobConfig with its "auto" settings decided by the base's parameter count (JobConfig's AUTO_RULE and
+    AUTO_RATE_RULE): a base of QLORA_FROM_PARAMS or more loads in 4-bit with gradient checkpointing and learns at
+    RATE_FROM_QLORA, a smaller one unquantized (bf16 on a GPU, fp32 on a CPU) without checkpointing at RATE_BELOW_QLORA.
+    Explicit choices are kept."""
     large = params >= QLORA_FROM_PARAMS
-    auto = {"quantization": "4bit" if large else "none", "gradient_checkpointing": "on" if large else "off"}
+    auto = {"quantization": "4bit" if large else "none", "gradient_checkpointing": "on" if large else "off",
+            "learning_rate": RATE_FROM_QLORA if large else RATE_BELOW_QLORA}
     return dataclasses.replace(config, **{name: value for name, value in auto.items()
-                                          if getattr(config, name) == "auto"})
+                                          if getattr(config, name) in ("auto", 0)})
 
 
 def sized_for_model(config, model_path: str):
     """sized_for_base with the parameter count of the model at `model_path`, read from its config (no weights); a
     base already quantized (GPTQ, AWQ, ...) takes quantization none, as bitsandbytes cannot quantize it again."""
-    if "auto" not in (config.quantization, config.gradient_checkpointing):
+    if "auto" not in (config.quantization, config.gradient_checkpointing) and config.learning_rate:
         return config
     from transformers import AutoConfig
 

@@ -39,7 +39,7 @@ LOW_DISK_BYTES = 1 << 20  # less free than this when a write failed: the disk is
 ROOT = Path(__file__).resolve().parents[1]  # where `python -m tutor` runs
 HELDOUT_DATA = "builtin:basic-math"  # its test split draws other problems than the training split (trainer/data.py)
 HELDOUT_MAX_NEW_TOKENS = 256  # basic-math's worked replies take up to about 120 tokens
-RESOLVED = ("quantization", "gradient_checkpointing")  # "auto" settings the worker decides for the base
+RESOLVED = ("quantization", "gradient_checkpointing", "learning_rate")  # "auto" settings the worker decides for the base
 
 
 def device_name() -> str:
