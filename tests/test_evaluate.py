@@ -361,6 +361,24 @@ def test_the_estimate_is_problems_times_reply_tokens_over_the_rate():
                             "this device)"
 
 
+def test_the_warm_up_rate_times_decoding_steps_apart_from_the_prefill(monkeypatch):
+    """A slow, noisy prefill (here 5 s once, 1 s after) must not enter the rate: two rows, 0.1 s a step."""
+    from tutor import evaluate as module
+
+    clock, prefills = [0.0], iter([5.0, 1.0])
+
+    def generate(loaded, prompts, steps, step_times):
+        for step in range(steps):
+            clock[0] += next(prefills) if step == 0 else 0.1
+            step_times.append(clock[0])
+        return [Reply("", steps, "limit") for _ in prompts]
+
+    monkeypatch.setattr(module, "generate_batch", generate)
+    monkeypatch.setattr(module.time, "perf_counter", lambda: clock[0])
+    assert module.warm_up_rate(None, [[1, 2], [3, 4]]) == pytest.approx(2 / 0.1)
+    assert module.warm_up_rate(None, [[1, 2], [3, 4]]) == pytest.approx(2 / 0.1)
+
+
 def test_the_estimate_comes_from_earlier_reports_of_the_model_else_from_a_warm_up(data_root, tiny_model_dir,
                                                                                  gsm8k_file):
     loaded = load_for_evaluation(str(tiny_model_dir))
