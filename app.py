@@ -337,8 +337,7 @@ def job_facts(status: dict, rows: list[dict], metrics: dict) -> list[str]:
     resolved = status.get("resolved")  # "auto" settings as the worker decided them for the base
     if resolved:
         facts.append(f"quantization {resolved['quantization']}, "
-                     f"gradient checkpointing {resolved['gradient_checkpointing']}"
-                     + (f", learning rate {resolved['learning_rate']:g}" if "learning_rate" in resolved else ""))
+                     f"gradient checkpointing {resolved['gradient_checkpointing']}")
     trained = [r for r in rows if r.get("loss") is not None]
     if status["state"] == State.COMPLETED:
         final = metrics.get("final_loss", trained[-1]["loss"] if trained else None)

@@ -207,7 +207,7 @@ def sized_for_base(config, params: int):
     auto = {"quantization": "4bit" if large else "none", "gradient_checkpointing": "on" if large else "off",
             "learning_rate": RATE_FROM_QLORA if large else RATE_BELOW_QLORA}
     return dataclasses.replace(config, **{name: value for name, value in auto.items()
-                                          if getattr(config, name) in ("auto", 0)})
+                                          if getattr(config, name) in ("auto", 0)})  # 0: learning_rate's auto
 
 
 def sized_for_model(config, model_path: str):
